@@ -1,0 +1,250 @@
+"""confluent-kafka (librdkafka) compatibility suite."""
+
+import time
+
+import pytest
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from checks import (  # noqa: E402
+    CODECS, NUM_PARTITIONS, NUM_RECORDS, Deadline, Rec, base_timestamp_ms, expected_max_timestamp,
+    expected_offset_for_time, key_for, pick_delete_offsets, same_records, to_str, ts_for, value_for,
+    verify_records)
+from partitioning import java_partition  # noqa: E402
+
+try:
+    from confluent_kafka.admin import OffsetSpec
+except ImportError:  # older confluent-kafka
+    OffsetSpec = None
+
+REQ_TIMEOUT = 30
+
+
+def admin_for(broker):
+    return AdminClient({"bootstrap.servers": broker.bootstrap, "socket.timeout.ms": 30000})
+
+
+def create_topic(admin, topic, partitions, config=None):
+    futs = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
+        operation_timeout=REQ_TIMEOUT, request_timeout=REQ_TIMEOUT)
+    futs[topic].result(timeout=REQ_TIMEOUT)
+    wait_metadata(admin, topic, partitions)
+
+
+def wait_metadata(admin, topic, partitions, timeout=REQ_TIMEOUT):
+    deadline = Deadline(timeout, f"metadata for {topic}")
+    while True:
+        md = admin.list_topics(topic, timeout=REQ_TIMEOUT)
+        t = md.topics.get(topic)
+        if t is not None and t.error is None and len(t.partitions) == partitions and all(
+                p.leader == 1 for p in t.partitions.values()):
+            return md
+        if deadline.remaining() <= 0:
+            raise AssertionError(f"topic {topic} metadata not as expected: {t and t.error} "
+                                 f"{t and {p: (pm.leader, pm.error) for p, pm in t.partitions.items()}}")
+        time.sleep(0.2)
+
+
+def produce(bootstrap, topic, codec, n, base_ts, partitions, extra=None):
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "partitioner": "murmur2_random",
+        "compression.type": codec,
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "acks": "all",
+        "queue.buffering.max.messages": 200000,
+        "message.timeout.ms": 120000,
+    }
+    conf.update(extra or {})
+    p = Producer(conf)
+    errors = []
+    misplaced = []
+    delivered = [0]
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append((msg.key(), err))
+            return
+        delivered[0] += 1
+        k = to_str(msg.key())
+        if msg.partition() != java_partition(k, partitions):
+            misplaced.append((k, msg.partition()))
+
+    deadline = Deadline(180, f"producing {n} records")
+    for seq in range(n):
+        while True:
+            try:
+                p.produce(topic, key=key_for(seq).encode(), value=value_for(seq).encode(),
+                          timestamp=ts_for(base_ts, seq), on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.05)
+                deadline.check(f"(queue full at seq {seq}, errors so far: {errors[:3]})")
+        if seq % 1000 == 0:
+            p.poll(0)
+    remaining = p.flush(max(1.0, deadline.remaining()))
+    assert remaining == 0, f"{remaining} records still undelivered after flush; errors: {errors[:5]}"
+    assert not errors, f"{len(errors)} delivery errors, e.g. {errors[:5]}"
+    assert delivered[0] == n
+    assert not misplaced, f"librdkafka murmur2_random disagrees with Java murmur2: {misplaced[:5]}"
+
+
+def consumer_for(bootstrap, extra=None):
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "tern-compat-assign-only",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 100,
+        "socket.timeout.ms": 30000,
+    }
+    conf.update(extra or {})
+    return Consumer(conf)
+
+
+def consume_all(bootstrap, topic, partitions, timeout=180):
+    """Read every partition from its earliest offset to its current high watermark."""
+    c = consumer_for(bootstrap)
+    try:
+        ends = {}
+        starts = {}
+        for p in range(partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=REQ_TIMEOUT, cached=False)
+            starts[p], ends[p] = lo, hi
+        c.assign([TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in range(partitions)])
+        pos = dict(starts)
+        out = []
+        deadline = Deadline(timeout, f"consuming {topic} up to {ends}")
+        while any(pos[p] < ends[p] for p in pos):
+            deadline.check(f"(positions {pos})")
+            for m in c.consume(num_messages=10000, timeout=0.5):
+                if m.error():
+                    raise AssertionError(f"consumer error on {topic}: {m.error()}")
+                ts_type, ts = m.timestamp()
+                out.append(Rec(m.partition(), m.offset(), ts, to_str(m.key()), to_str(m.value())))
+                pos[m.partition()] = max(pos[m.partition()], m.offset() + 1)
+        return out, starts, ends
+    finally:
+        c.close()
+
+
+def list_offsets(admin, topic, specs):
+    """specs: {partition: OffsetSpec}; returns {partition: (offset, timestamp)}."""
+    futs = admin.list_offsets({TopicPartition(topic, p): s for p, s in specs.items()},
+                              request_timeout=REQ_TIMEOUT)
+    out = {}
+    for tp, f in futs.items():
+        r = f.result(timeout=REQ_TIMEOUT)
+        out[tp.partition] = (r.offset, r.timestamp)
+    return out
+
+
+def check_list_offsets(admin, topic, parts, n_parts, start_offsets):
+    if OffsetSpec is None:
+        pytest.fail("confluent-kafka without AdminClient.list_offsets/OffsetSpec: upgrade confluent-kafka")
+    ps = range(n_parts)
+    earliest = list_offsets(admin, topic, {p: OffsetSpec.earliest() for p in ps})
+    latest = list_offsets(admin, topic, {p: OffsetSpec.latest() for p in ps})
+    for p in ps:
+        recs = parts.get(p, [])
+        want_latest = recs[-1].offset + 1 if recs else start_offsets.get(p, 0)
+        assert earliest[p][0] == start_offsets.get(p, 0), f"ListOffsets earliest {topic}/{p}: {earliest[p]}"
+        assert latest[p][0] == want_latest, f"ListOffsets latest {topic}/{p}: {latest[p]}, expected {want_latest}"
+
+    all_ts = sorted(r.timestamp for recs in parts.values() for r in recs)
+    targets = [all_ts[0] - 1, all_ts[0], all_ts[len(all_ts) // 3], all_ts[len(all_ts) // 2] + 1,
+               all_ts[-1], all_ts[-1] + 1]
+    for t in targets:
+        got = list_offsets(admin, topic, {p: OffsetSpec.for_timestamp(t) for p in ps})
+        for p in ps:
+            recs = parts.get(p, [])
+            want = expected_offset_for_time(recs, t)
+            if want is None:
+                assert got[p][0] == -1, f"ListOffsets {topic}/{p} ts={t}: got {got[p]}, expected offset -1 (no such record)"
+            else:
+                want_ts = next(r.timestamp for r in recs if r.offset == want)
+                assert got[p] == (want, want_ts), (
+                    f"ListOffsets {topic}/{p} ts={t}: got (offset, ts) {got[p]}, expected {(want, want_ts)}")
+
+    got = list_offsets(admin, topic, {p: OffsetSpec.max_timestamp() for p in ps})
+    for p in ps:
+        want = expected_max_timestamp(parts.get(p, []))
+        if want is not None:
+            assert got[p] == want, f"ListOffsets max_timestamp {topic}/{p}: got {got[p]}, expected {want}"
+
+
+def delete_records(admin, topic, offsets):
+    if not hasattr(admin, "delete_records"):
+        pytest.fail("confluent-kafka without AdminClient.delete_records: upgrade confluent-kafka")
+    futs = admin.delete_records([TopicPartition(topic, p, o) for p, o in offsets.items()],
+                                request_timeout=REQ_TIMEOUT, operation_timeout=REQ_TIMEOUT)
+    for tp, f in futs.items():
+        r = f.result(timeout=REQ_TIMEOUT)
+        assert r.low_watermark == offsets[tp.partition], (
+            f"DeleteRecords {topic}/{tp.partition} up to {offsets[tp.partition]}: low watermark {r.low_watermark}")
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_confluent_roundtrip(broker, codec):
+    topic = f"confluent-{codec}"
+    n, nparts = NUM_RECORDS, NUM_PARTITIONS
+    admin = admin_for(broker)
+    create_topic(admin, topic, nparts)
+    md = admin.list_topics(topic, timeout=REQ_TIMEOUT)
+    assert {b.id: (b.host, b.port) for b in md.brokers.values()} == {1: (broker.host, broker.port)}, (
+        f"Metadata brokers: {md.brokers}")
+
+    base = base_timestamp_ms()
+    produce(broker.bootstrap, topic, codec, n, base, nparts)
+
+    recs, starts, ends = consume_all(broker.bootstrap, topic, nparts)
+    assert starts == {p: 0 for p in range(nparts)}, f"low watermarks {starts}"
+    assert sum(ends.values()) == n, f"high watermarks {ends} do not add up to {n}"
+    parts = verify_records(recs, n, nparts, base_ts=base)
+    check_list_offsets(admin, topic, parts, nparts, {})
+
+    # DeleteRecords: then earliest == deleted-to offset and reads start there.
+    cut = pick_delete_offsets(parts)
+    delete_records(admin, topic, cut)
+    kept = {p: [r for r in recs_p if r.offset >= cut[p]] for p, recs_p in parts.items()}
+    after_delete, starts2, _ = consume_all(broker.bootstrap, topic, nparts)
+    assert starts2 == cut, f"low watermarks after DeleteRecords {starts2}, expected {cut}"
+    parts2 = verify_records(after_delete, n, nparts, base_ts=base, start_offsets=cut,
+                            what="records after DeleteRecords")
+    same_records(kept, parts2, "records after DeleteRecords")
+    check_list_offsets(admin, topic, parts2, nparts, cut)
+
+    # Graceful restart: everything (not deleted) is still there, byte for byte.
+    broker.restart()
+    admin = admin_for(broker)
+    wait_metadata(admin, topic, nparts)
+    after_restart, starts3, ends3 = consume_all(broker.bootstrap, topic, nparts)
+    assert starts3 == cut, f"low watermarks after restart {starts3}, expected {cut} (DeleteRecords not durable?)"
+    assert ends3 == ends, f"high watermarks after restart {ends3}, before {ends}"
+    parts3 = verify_records(after_restart, n, nparts, base_ts=base, start_offsets=cut,
+                            what="records after restart")
+    same_records(kept, parts3, "records after restart")
+    check_list_offsets(admin, topic, parts3, nparts, cut)
+
+
+def test_confluent_create_delete_topic(broker):
+    admin = admin_for(broker)
+    topic = "confluent-lifecycle"
+    create_topic(admin, topic, 3)
+    produce(broker.bootstrap, topic, "none", 300, base_timestamp_ms(), 3)
+    futs = admin.delete_topics([topic], operation_timeout=REQ_TIMEOUT, request_timeout=REQ_TIMEOUT)
+    futs[topic].result(timeout=REQ_TIMEOUT)
+    deadline = Deadline(REQ_TIMEOUT, f"topic {topic} disappearing from metadata")
+    while topic in admin.list_topics(timeout=REQ_TIMEOUT).topics:
+        deadline.check()
+        time.sleep(0.2)
+    # Re-create with the same name: must be empty.
+    create_topic(admin, topic, 2)
+    recs, starts, ends = consume_all(broker.bootstrap, topic, 2)
+    assert recs == [] and ends == {0: 0, 1: 0}, f"re-created topic is not empty: ends={ends} records={recs[:3]}"

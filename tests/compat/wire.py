@@ -1,0 +1,128 @@
+"""Minimal raw Kafka wire-protocol helpers (only what the tests need)."""
+
+import socket
+import struct
+import time
+
+API_PRODUCE = 0
+API_FETCH = 1
+API_METADATA = 3
+API_VERSIONS = 18
+
+ERR_NONE = 0
+ERR_UNSUPPORTED_VERSION = 35
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+def _nullable_string(s):
+    if s is None:
+        return struct.pack(">h", -1)
+    b = s.encode("utf-8")
+    return struct.pack(">h", len(b)) + b
+
+
+def _uvarint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _compact_string(s):
+    b = s.encode("utf-8")
+    return _uvarint(len(b) + 1) + b
+
+
+def request_header(api_key, api_version, correlation_id, client_id="tern-compat", flexible=False):
+    hdr = struct.pack(">hhi", api_key, api_version, correlation_id) + _nullable_string(client_id)
+    if flexible:
+        hdr += _uvarint(0)  # empty tagged fields
+    return hdr
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">i", len(payload)) + payload
+
+
+def api_versions_request(correlation_id, version=0):
+    """An ApiVersions request of the given version (header v2 + flexible body for v3+)."""
+    if version >= 3:
+        body = _compact_string("tern-compat") + _compact_string("1.0") + _uvarint(0)
+        return frame(request_header(API_VERSIONS, version, correlation_id, flexible=True) + body)
+    return frame(request_header(API_VERSIONS, version, correlation_id))
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionClosed(f"connection closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(sock):
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    if size < 0 or size > 1 << 30:
+        raise AssertionError(f"broker sent an invalid response length prefix {size}")
+    return recv_exact(sock, size)
+
+
+def parse_api_versions_v0(body):
+    """Parse a response header v0 + ApiVersions v0 body, strictly.
+
+    Returns (correlation_id, error_code, [(api_key, min_version, max_version)], trailing_bytes).
+    """
+    if len(body) < 4 + 2 + 4:
+        raise AssertionError(f"ApiVersions response too short ({len(body)} bytes): {body.hex()}")
+    corr, err, n = struct.unpack_from(">ihi", body, 0)
+    off = 10
+    if n < 0 or off + 6 * n > len(body):
+        raise AssertionError(f"ApiVersions response has bad array length {n} for {len(body)} bytes: {body.hex()}")
+    versions = []
+    for _ in range(n):
+        versions.append(struct.unpack_from(">hhh", body, off))
+        off += 6
+    return corr, err, versions, body[off:]
+
+
+def connect(host, port, timeout=10.0):
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.settimeout(timeout)
+    return s
+
+
+def api_versions_ok(host, port, timeout=5.0):
+    """True iff the broker answers an ApiVersions v0 request with error 0."""
+    with connect(host, port, timeout) as s:
+        s.sendall(api_versions_request(4242, 0))
+        corr, err, versions, _ = parse_api_versions_v0(recv_frame(s))
+        return corr == 4242 and err == ERR_NONE and len(versions) > 0
+
+
+def wait_closed(sock, timeout):
+    """Drain the socket until the peer closes it. Returns (closed: bool, bytes_received)."""
+    deadline = time.monotonic() + timeout
+    got = 0
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return False, got
+        except (ConnectionResetError, BrokenPipeError):
+            return True, got
+        if not chunk:
+            return True, got
+        got += len(chunk)
+    return False, got
