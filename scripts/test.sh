@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need (idempotently), builds the
+# broker, runs the Rust test suite and the Python client-compatibility suite (tests/compat).
+#
+#   scripts/test.sh                 # everything
+#   PYTEST_ARGS="-k kcat" scripts/test.sh   # extra pytest arguments
+#   SKIP_RUST_TESTS=1 scripts/test.sh        # only build + tests/compat
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+fi
+
+# ---------------------------------------------------------------- dependencies
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        APT_UPDATED=1
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+if ! command -v kcat >/dev/null 2>&1 && ! command -v kafkacat >/dev/null 2>&1; then
+    log "installing kcat"
+    apt_install kcat
+fi
+
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    log "installing pip"
+    apt_install python3-pip
+fi
+
+# python module -> pip package
+PY_DEPS=(
+    "confluent_kafka:confluent-kafka"
+    "kafka:kafka-python"
+    "pytest:pytest"
+    "pytest_timeout:pytest-timeout"
+    "snappy:python-snappy"
+    "lz4:lz4"
+    "zstandard:zstandard"
+)
+missing=()
+for dep in "${PY_DEPS[@]}"; do
+    mod="${dep%%:*}"
+    pkg="${dep#*:}"
+    if ! python3 -c "import ${mod}" >/dev/null 2>&1; then
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "pip installing: ${missing[*]}"
+    if ! python3 -m pip install -q "${missing[@]}"; then
+        # Debian's system Python is "externally managed" (PEP 668).
+        python3 -m pip install -q --break-system-packages "${missing[@]}"
+    fi
+fi
+
+# ---------------------------------------------------------------- build
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in
+    /*) ;;
+    *) TARGET_DIR="$ROOT/$TARGET_DIR" ;;
+esac
+export TERN_BIN="${TERN_BIN:-$TARGET_DIR/release/tern}"
+
+log "cargo build --release -p tern"
+cargo build --release -p tern
+
+# ---------------------------------------------------------------- rust tests
+if [ "${SKIP_RUST_TESTS:-0}" != "1" ]; then
+    if cargo nextest --version >/dev/null 2>&1; then
+        log "cargo nextest run --workspace --cargo-profile release"
+        cargo nextest run --workspace --cargo-profile release --no-tests=warn
+    else
+        log "cargo test --workspace --release"
+        cargo test --workspace --release
+    fi
+fi
+
+# ---------------------------------------------------------------- client compatibility
+log "python3 -m pytest -q tests/compat  (TERN_BIN=$TERN_BIN)"
+# Every test is bounded (client calls carry their own timeouts); pytest-timeout is the backstop.
+# shellcheck disable=SC2086
+python3 -m pytest -q -p pytest_timeout --timeout=900 -rfE tests/compat ${PYTEST_ARGS:-}
