@@ -1,0 +1,1 @@
+//! Simple consumer (manual assignment, no groups).
