@@ -9,6 +9,15 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+mod batch;
+mod epoch;
+mod index;
+mod log;
+mod ops;
+mod segment;
+
+pub use crate::log::Log;
+
 /// How record timestamps are assigned (`message.timestamp.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampType {
@@ -107,38 +116,6 @@ pub struct ReadResult {
     pub high_watermark: i64,
 }
 
-/// One partition's log. All methods take `&self`: appends are serialised internally,
-/// reads run concurrently with appends.
-pub struct Log {
-    _dir: PathBuf,
-}
-
-impl Log {
-    /// Opens (creating if absent) the log in `dir`, recovering a torn tail after a crash.
-    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
-        let _ = (config, now_ms);
-        Ok(Log { _dir: dir.to_path_buf() })
-    }
-    /// Validates (CRC-32C, framing, size) and appends one or more v2 record batches,
-    /// assigning offsets from the log end offset and stamping `leader_epoch`.
-    /// Nothing is written if any batch is invalid.
-    pub fn append(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
-        let _ = (batches, leader_epoch, now_ms);
-        todo!()
-    }
-    /// Reads whole batches starting at the one containing `offset`, up to `max_bytes`
-    /// (at least one batch if `min_one` even if larger), not beyond `max_offset` (exclusive).
-    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one: bool) -> Result<ReadResult> {
-        let _ = (offset, max_bytes, max_offset, min_one);
-        todo!()
-    }
-    pub fn log_start_offset(&self) -> i64 {
-        todo!()
-    }
-    pub fn log_end_offset(&self) -> i64 {
-        todo!()
-    }
-    pub fn high_watermark(&self) -> i64 {
-        todo!()
-    }
+pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io { path: path.to_path_buf(), source }
 }

@@ -1,0 +1,446 @@
+//! One segment: a `.log` file of whole batches plus its sparse indexes. The writer (serialised
+//! by the log's append lock) appends with `pwrite` and then publishes the committed size;
+//! readers only ever look at bytes below the committed size.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::batch::{self, BatchHeader, HEADER_SIZE};
+use crate::index::{self, OffsetIndex, TimeIndex, OFFSET_ENTRY, TIME_ENTRY};
+
+/// Read-ahead used when walking batch headers.
+const SCAN_CHUNK: usize = 16 * 1024;
+/// Read size for full-batch recovery scans.
+const RECOVERY_CHUNK: usize = 1 << 20;
+
+pub(crate) fn file_name(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// Mutable per-segment state, guarded by a mutex that is never held during log-file I/O.
+#[derive(Debug)]
+pub(crate) struct SegState {
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    bytes_since_index: usize,
+    max_ts: i64,
+    /// Last offset of the batch that first reached `max_ts` (Kafka's shallow offset).
+    offset_of_max_ts: i64,
+    /// Max timestamp of the first batch: `segment.ms` counts from it when present.
+    pub first_batch_ts: Option<i64>,
+    pub created_ms: i64,
+    pub last_modified_ms: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub file: File,
+    pub log_path: PathBuf,
+    index_path: PathBuf,
+    time_path: PathBuf,
+    size: AtomicU64,
+    next_offset: AtomicI64,
+    max_ts: AtomicI64,
+    state: Mutex<SegState>,
+}
+
+impl Segment {
+    fn new(dir: &Path, base_offset: i64, file: File, now_ms: i64) -> Segment {
+        Segment {
+            base_offset,
+            file,
+            log_path: file_name(dir, base_offset, "log"),
+            index_path: file_name(dir, base_offset, "index"),
+            time_path: file_name(dir, base_offset, "timeindex"),
+            size: AtomicU64::new(0),
+            next_offset: AtomicI64::new(base_offset),
+            max_ts: AtomicI64::new(-1),
+            state: Mutex::new(SegState {
+                index: OffsetIndex::default(),
+                time_index: TimeIndex::default(),
+                bytes_since_index: 0,
+                max_ts: -1,
+                offset_of_max_ts: base_offset,
+                first_batch_ts: None,
+                created_ms: now_ms,
+                last_modified_ms: now_ms,
+            }),
+        }
+    }
+
+    /// Creates a new empty segment (replacing leftovers with the same name).
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let path = file_name(dir, base_offset, "log");
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        let seg = Segment::new(dir, base_offset, file, now_ms);
+        index::create_empty(&seg.index_path)?;
+        index::create_empty(&seg.time_path)?;
+        Ok(seg)
+    }
+
+    /// Opens an existing segment. With `recover`, every batch is CRC-checked, a bad tail is
+    /// truncated and the indexes are rebuilt; otherwise the index files are trusted if they
+    /// pass sanity checks. Returns the segment and whether bytes were truncated.
+    pub fn open(dir: &Path, base_offset: i64, now_ms: i64, interval: usize, recover: bool) -> io::Result<(Segment, bool)> {
+        let path = file_name(dir, base_offset, "log");
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = file.metadata()?.len();
+        let mtime = file
+            .metadata()?
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(now_ms, |d| d.as_millis() as i64);
+        let seg = Segment::new(dir, base_offset, file, now_ms);
+        seg.size.store(len, Ordering::Release);
+        let loaded = {
+            let mut st = seg.lock();
+            st.last_modified_ms = mtime;
+            !recover && seg.load_indexes(&mut st, len)?
+        };
+        if loaded {
+            return Ok((seg, false));
+        }
+        let truncated = seg.recover(interval)?;
+        Ok((seg, truncated))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, SegState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Committed size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+    /// One past the last offset in this segment.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+    /// Largest record timestamp, -1 if none.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_ts.load(Ordering::Acquire)
+    }
+    pub fn offset_of_max_timestamp(&self) -> i64 {
+        self.lock().offset_of_max_ts
+    }
+    /// The timestamp retention compares against: the largest record timestamp, or the last
+    /// modification time when records carry none.
+    pub fn retention_timestamp(&self) -> i64 {
+        let ts = self.max_timestamp();
+        if ts >= 0 {
+            ts
+        } else {
+            self.lock().last_modified_ms
+        }
+    }
+
+    fn load_indexes(&self, st: &mut SegState, len: u64) -> io::Result<bool> {
+        let Some(idx) = OffsetIndex::load(&self.index_path, len) else { return Ok(false) };
+        let Some(tidx) = TimeIndex::load(&self.time_path, u32::MAX) else { return Ok(false) };
+        let tail_start = match idx.last() {
+            Some((rel, pos)) => {
+                // The last entry must point at the batch ending at its offset.
+                let h = self.read_header(pos as u64)?;
+                if h.map_or(true, |h| h.magic != 2 || h.last_offset() != self.base_offset + rel as i64) {
+                    return Ok(false);
+                }
+                pos as u64
+            }
+            None => 0,
+        };
+        st.index = idx;
+        st.time_index = tidx;
+        self.rebuild_tail_state(st, tail_start, len)
+    }
+
+    /// Recomputes next offset, max timestamp and index bookkeeping from the time index and a
+    /// header walk of `[tail_start, len)`. `false` if the headers there are inconsistent.
+    fn rebuild_tail_state(&self, st: &mut SegState, tail_start: u64, len: u64) -> io::Result<bool> {
+        let (mut max_ts, mut max_off) = match st.time_index.last() {
+            Some((t, rel)) => (t, self.base_offset + rel as i64),
+            None => (-1, self.base_offset),
+        };
+        let mut next = self.base_offset;
+        let mut end = tail_start;
+        self.scan_headers(tail_start, len, |pos, h| {
+            let gap = (pos == 0 || pos != tail_start) && h.base_offset != next;
+            if gap || h.magic != 2 || h.last_offset_delta < 0 {
+                return false;
+            }
+            if h.max_timestamp > max_ts {
+                max_ts = h.max_timestamp;
+                max_off = h.last_offset();
+            }
+            next = h.last_offset() + 1;
+            end = pos + h.size as u64;
+            true
+        })?;
+        if end != len || (len > 0 && next == self.base_offset) {
+            return Ok(false);
+        }
+        st.first_batch_ts = if len > 0 { self.read_header(0)?.map(|h| h.max_timestamp) } else { None };
+        st.bytes_since_index = (len - tail_start) as usize;
+        st.max_ts = max_ts;
+        st.offset_of_max_ts = max_off;
+        self.max_ts.store(max_ts, Ordering::Release);
+        self.next_offset.store(next, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Full scan with CRC checks; truncates a torn or corrupt tail and rebuilds the indexes.
+    pub fn recover(&self, interval: usize) -> io::Result<bool> {
+        let len = self.file.metadata()?.len();
+        let mut st = self.lock();
+        st.index.clear();
+        st.time_index.clear();
+        st.bytes_since_index = 0;
+        st.max_ts = -1;
+        st.offset_of_max_ts = self.base_offset;
+        st.first_batch_ts = None;
+        let mut buf = vec![0u8; RECOVERY_CHUNK];
+        let (mut pos, mut next) = (0u64, self.base_offset);
+        let mut stop = false;
+        while pos < len && !stop {
+            let n = read_full(&self.file, &mut buf, pos)?;
+            let mut off = 0;
+            loop {
+                let Some(h) = BatchHeader::parse(&buf[off..n]) else {
+                    // Too few bytes for a header: end of file if at the buffer start.
+                    stop = off == 0 || n - off >= HEADER_SIZE;
+                    break;
+                };
+                if h.size < HEADER_SIZE {
+                    stop = true;
+                    break;
+                }
+                if off + h.size > n {
+                    if off == 0 {
+                        // Larger than the buffer: grow and re-read, unless it runs past EOF.
+                        stop = pos + h.size as u64 > len;
+                        buf.resize(h.size, 0);
+                    }
+                    break;
+                }
+                if !batch::stored_batch_ok(&buf[off..off + h.size], &h, next) {
+                    stop = true;
+                    break;
+                }
+                st.on_batch(self.base_offset, (pos + off as u64) as u32, &h, interval);
+                next = h.last_offset() + 1;
+                off += h.size;
+            }
+            pos += off as u64;
+        }
+        let truncated = pos < len;
+        if truncated {
+            tracing::warn!(segment = %self.log_path.display(), valid = pos, len, "truncating invalid bytes at the end of a segment");
+            self.file.set_len(pos)?;
+        }
+        self.size.store(pos, Ordering::Release);
+        self.max_ts.store(st.max_ts, Ordering::Release);
+        self.next_offset.store(next, Ordering::Release);
+        drop(st);
+        self.persist_indexes(true, false)?;
+        Ok(truncated)
+    }
+
+    /// Appends already-validated, patched batches (`batches` gives each batch's header and its
+    /// start in `buf`) and publishes them to readers.
+    pub fn append(&self, buf: &[u8], batches: &[(usize, BatchHeader)], interval: usize, now_ms: i64) -> io::Result<()> {
+        let pos = self.size();
+        if let Err(e) = self.file.write_all_at(buf, pos) {
+            let _ = self.file.set_len(pos);
+            return Err(e);
+        }
+        let mut st = self.lock();
+        for (start, h) in batches {
+            st.on_batch(self.base_offset, (pos + *start as u64) as u32, h, interval);
+        }
+        st.last_modified_ms = now_ms;
+        self.max_ts.store(st.max_ts, Ordering::Release);
+        drop(st);
+        let last = batches.last().expect("non-empty append").1.last_offset();
+        self.size.store(pos + buf.len() as u64, Ordering::Release);
+        self.next_offset.store(last + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the indexes can take no more entries under `segment.index.bytes`.
+    pub fn index_full(&self, index_bytes: usize) -> bool {
+        let st = self.lock();
+        st.index.len() >= index_bytes / OFFSET_ENTRY || st.time_index.len() >= index_bytes / TIME_ENTRY
+    }
+
+    /// Writes index entries not yet on disk. `final_entry` adds the closing time-index entry
+    /// Kafka writes when a segment becomes inactive or the log is closed.
+    pub fn persist_indexes(&self, sync: bool, final_entry: bool) -> io::Result<()> {
+        let mut st = self.lock();
+        if final_entry && st.max_ts >= 0 {
+            let (ts, rel) = (st.max_ts, (st.offset_of_max_ts - self.base_offset) as u32);
+            st.time_index.maybe_push(ts, rel);
+        }
+        st.index.persist(&self.index_path, sync)?;
+        st.time_index.persist(&self.time_path, sync)
+    }
+
+    /// Removes every batch at or after the one containing `offset`; returns the new next offset.
+    pub fn truncate_to(&self, offset: i64, interval: usize) -> io::Result<i64> {
+        let Some((pos, h)) = self.locate(offset, self.size())? else {
+            return Ok(self.next_offset());
+        };
+        self.size.store(pos, Ordering::Release);
+        self.file.set_len(pos)?;
+        let mut st = self.lock();
+        st.index.truncate_to_position(pos as u32);
+        st.time_index.truncate_to_offset((h.base_offset - self.base_offset) as u32);
+        let tail = st.index.last().map_or(0, |e| e.1 as u64);
+        if !self.rebuild_tail_state(&mut st, tail, pos)? {
+            drop(st);
+            self.recover(interval)?;
+        }
+        Ok(self.next_offset())
+    }
+
+    pub fn delete_files(&self) -> io::Result<()> {
+        delete_files(self.log_path.parent().expect("segment in a dir"), self.base_offset)
+    }
+
+    /// Reads up to `len` bytes at `pos`, fewer at end of file.
+    pub fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let n = read_full(&self.file, &mut buf, pos)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    fn read_header(&self, pos: u64) -> io::Result<Option<BatchHeader>> {
+        let mut b = [0u8; HEADER_SIZE];
+        let n = read_full(&self.file, &mut b, pos)?;
+        Ok(BatchHeader::parse(&b[..n]))
+    }
+
+    /// Walks batch headers in `[from, end)` with buffered reads; `f(position, header)` returns
+    /// false to stop. Stops silently at a header that is incomplete before `end`.
+    pub fn scan_headers(&self, from: u64, end: u64, mut f: impl FnMut(u64, &BatchHeader) -> bool) -> io::Result<()> {
+        let mut buf = vec![0u8; SCAN_CHUNK];
+        let mut pos = from;
+        while pos + HEADER_SIZE as u64 <= end {
+            let want = (end - pos).min(buf.len() as u64) as usize;
+            let n = read_full(&self.file, &mut buf[..want], pos)?;
+            let mut off = 0;
+            while let Some(h) = BatchHeader::parse(&buf[off..n]) {
+                if h.size < HEADER_SIZE || pos + (off + h.size) as u64 > end || !f(pos + off as u64, &h) {
+                    return Ok(());
+                }
+                off += h.size;
+                if off >= n {
+                    break;
+                }
+            }
+            if off == 0 {
+                return Ok(());
+            }
+            pos += off as u64;
+        }
+        Ok(())
+    }
+
+    /// Position and header of the first batch below `end` whose last offset is >= `offset`.
+    pub fn locate(&self, offset: i64, end: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let start = self.lock().index.lookup(rel).map_or(0, |e| e.1 as u64);
+        let mut found = None;
+        self.scan_headers(start, end, |pos, h| {
+            if h.last_offset() >= offset {
+                found = Some((pos, *h));
+                return false;
+            }
+            true
+        })?;
+        Ok(found)
+    }
+
+    /// ListOffsets by timestamp within this segment: the first record with offset >=
+    /// `min_offset` and timestamp >= `target`.
+    pub fn find_by_timestamp(&self, target: i64, min_offset: i64) -> io::Result<Option<(i64, i64)>> {
+        if self.max_timestamp() < target {
+            return Ok(None);
+        }
+        let end = self.size();
+        let start = {
+            let st = self.lock();
+            let from_time = st.time_index.lookup_before(target).map(|e| e.1);
+            let from_start = (min_offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+            let rel = from_time.unwrap_or(0).max(from_start);
+            st.index.lookup(rel).map_or(0, |e| e.1 as u64)
+        };
+        let mut from = start;
+        loop {
+            let mut hit = None;
+            self.scan_headers(from, end, |pos, h| {
+                if h.max_timestamp >= target && h.last_offset() >= min_offset {
+                    hit = Some((pos, *h));
+                    return false;
+                }
+                true
+            })?;
+            let Some((pos, h)) = hit else { return Ok(None) };
+            let bytes = self.read_at(pos, h.size)?;
+            if let Some(found) = batch::find_record_by_timestamp(&bytes, &h, min_offset, target) {
+                return Ok(Some(found));
+            }
+            // A header claiming a timestamp no record has: keep looking after it.
+            from = pos + h.size as u64;
+        }
+    }
+}
+
+impl SegState {
+    fn on_batch(&mut self, base_offset: i64, pos: u32, h: &BatchHeader, interval: usize) {
+        if h.max_timestamp > self.max_ts {
+            self.max_ts = h.max_timestamp;
+            self.offset_of_max_ts = h.last_offset();
+        }
+        if self.first_batch_ts.is_none() {
+            self.first_batch_ts = Some(h.max_timestamp);
+        }
+        if self.bytes_since_index > interval {
+            let rel = (h.last_offset() - base_offset) as u32;
+            self.index.push(rel, pos);
+            let (ts, off) = (self.max_ts, (self.offset_of_max_ts - base_offset) as u32);
+            self.time_index.maybe_push(ts, off);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.size;
+    }
+}
+
+/// Removes a segment's log and index files.
+pub(crate) fn delete_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for ext in ["log", "index", "timeindex"] {
+        match std::fs::remove_file(file_name(dir, base_offset, ext)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `read_at` until `buf` is full or end of file; returns the bytes read.
+pub(crate) fn read_full(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], pos + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
