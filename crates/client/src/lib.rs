@@ -12,7 +12,9 @@ pub mod partitioner;
 pub mod producer;
 mod records;
 
+pub use admin::{Admin, ClusterDescription, ConfigEntry, ConfigOp};
 pub use cluster::{BrokerInfo, Cluster, ClusterConfig, PartitionInfo, TopicInfo};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec};
 pub use error::{Error, Result};
 pub use kafka_protocol::records::Compression;
 pub use partitioner::{murmur2, to_positive, DefaultPartitioner, Partitioner, RoundRobinPartitioner};
