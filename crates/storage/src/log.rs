@@ -214,6 +214,8 @@ impl Log {
         if offset < log_start || offset > leo {
             return Err(StorageError::OffsetOutOfRange { offset, log_start, log_end: leo });
         }
+        // Data appended after the LEO was loaded stays invisible to this read.
+        let max_offset = max_offset.min(leo);
         if offset == leo || offset >= max_offset {
             return Ok(result(Bytes::new()));
         }

@@ -1,0 +1,167 @@
+mod common;
+
+use common::*;
+use kafka_protocol::records::Compression;
+use tern_storage::{Log, LogConfig, StorageError, TimestampType};
+
+#[test]
+fn append_read_roundtrip_assigns_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.high_watermark()), (0, 0, 0));
+    let info = log.append(&batch(3, 100), 0, 5).unwrap();
+    assert_eq!((info.base_offset, info.last_offset, info.record_count, info.log_append_time), (0, 2, 3, -1));
+    // Several concatenated batches in one append.
+    let mut multi = batch(2, 200);
+    multi.extend(batch(4, 300));
+    let info = log.append(&multi, 0, 6).unwrap();
+    assert_eq!((info.base_offset, info.last_offset, info.record_count), (3, 8, 6));
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (9, 9));
+
+    let all = read_all(&log, 0);
+    assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), (0..9).collect::<Vec<_>>());
+    assert_eq!(all[4].2, "v1");
+    assert_eq!(all[4].1, 200);
+
+    // The first batch may start before the fetch offset.
+    let r = log.read(4, 1 << 20, i64::MAX, false).unwrap();
+    assert_eq!(decode(&r.records).first().unwrap().0, 3);
+    assert_eq!((r.log_start_offset, r.log_end_offset, r.high_watermark), (0, 9, 9));
+    // Offset == LEO is empty, beyond is out of range.
+    assert!(log.read(9, 100, i64::MAX, true).unwrap().records.is_empty());
+    assert!(matches!(log.read(10, 100, i64::MAX, true), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(log.read(-1, 100, i64::MAX, true), Err(StorageError::OffsetOutOfRange { .. })));
+    // max_offset excludes batches reaching it.
+    let r = log.read(0, 1 << 20, 5, false).unwrap();
+    assert_eq!(decode(&r.records).last().unwrap().0, 4);
+    let r = log.read(0, 1 << 20, 4, false).unwrap();
+    assert_eq!(decode(&r.records).last().unwrap().0, 2);
+    assert!(log.read(3, 1 << 20, 4, true).unwrap().records.is_empty());
+    // max_bytes: whole batches only, min_one overrides for the first.
+    let first_len = batch(3, 100).len();
+    let r = log.read(0, first_len + 10, i64::MAX, false).unwrap();
+    assert_eq!(r.records.len(), first_len);
+    assert!(log.read(0, 10, i64::MAX, false).unwrap().records.is_empty());
+    assert_eq!(log.read(0, 10, i64::MAX, true).unwrap().records.len(), first_len);
+}
+
+#[test]
+fn compressed_batches_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    for (i, codec) in ALL_CODECS.into_iter().enumerate() {
+        let info = log.append(&batch_ts(&[10, 20, 30], codec), 1, 0).unwrap();
+        assert_eq!(info.base_offset, i as i64 * 3);
+    }
+    let all = read_all(&log, 0);
+    assert_eq!(all.len(), 15);
+    assert!(all.iter().enumerate().all(|(i, r)| r.0 == i as i64));
+}
+
+#[test]
+fn corrupt_batch_rejected_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    log.append(&batch(1, 1), 0, 0).unwrap();
+    for codec in ALL_CODECS {
+        let good = batch_ts(&[1, 2], codec);
+        let mut bad = batch_ts(&[1, 2], codec);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let mut input = good.clone();
+        input.extend(&bad);
+        assert!(matches!(log.append(&input, 0, 0), Err(StorageError::CorruptRecord(_))), "{codec:?}");
+    }
+    // Truncated framing.
+    let b = batch(2, 1);
+    assert!(matches!(log.append(&b[..b.len() - 1], 0, 0), Err(StorageError::CorruptRecord(_))));
+    assert!(matches!(log.append(&b[..5], 0, 0), Err(StorageError::CorruptRecord(_))));
+    // Old magic.
+    let mut old = batch(2, 1);
+    old[16] = 1;
+    assert!(matches!(log.append(&old, 0, 0), Err(StorageError::InvalidRecord(_))));
+    assert_eq!(log.log_end_offset(), 1);
+    assert_eq!(log.size_bytes(), batch(1, 1).len() as u64);
+}
+
+#[test]
+fn record_count_mismatch_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    for codec in ALL_CODECS {
+        for (count, delta) in [(2i32, 2i32), (2, 1), (4, 3), (0, -1)] {
+            let mut b = batch_ts(&[1, 2, 3], codec);
+            b[23..27].copy_from_slice(&delta.to_be_bytes());
+            b[57..61].copy_from_slice(&count.to_be_bytes());
+            fix_crc(&mut b);
+            let err = log.append(&b, 0, 0).unwrap_err();
+            assert!(
+                matches!(err, StorageError::InvalidRecord(_) | StorageError::CorruptRecord(_)),
+                "{codec:?} {count}: {err}"
+            );
+        }
+    }
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+#[test]
+fn max_message_bytes_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { max_message_bytes: 1000, ..small_config() };
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    let big = big_batch(2000);
+    match log.append(&big, 0, 0) {
+        Err(StorageError::RecordTooLarge { size, max }) => assert_eq!((size, max), (big.len(), 1000)),
+        other => panic!("{other:?}"),
+    }
+    log.append(&big_batch(500), 0, 0).unwrap();
+}
+
+#[test]
+fn log_append_time_stamps_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { message_timestamp_type: TimestampType::LogAppendTime, ..small_config() };
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    let info = log.append(&batch_ts(&[1, 2], Compression::Lz4), 3, 777).unwrap();
+    assert_eq!(info.log_append_time, 777);
+    let r = log.read(0, 1 << 20, i64::MAX, false).unwrap();
+    // The decoder verifies the recomputed CRC.
+    assert_eq!(decode(&r.records).len(), 2);
+    assert_eq!(r.records[21..23], [0, 8 | 3]);
+    assert_eq!(i64::from_be_bytes(r.records[35..43].try_into().unwrap()), 777);
+    assert_eq!(i32::from_be_bytes(r.records[12..16].try_into().unwrap()), 3);
+    assert_eq!(log.offset_for_timestamp(700).unwrap(), Some((0, 777)));
+    assert_eq!(log.max_timestamp(), Some((0, 777)));
+}
+
+#[test]
+fn concurrent_reader_and_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes: 4096, ..small_config() };
+    let log = std::sync::Arc::new(Log::open(dir.path(), config, 0).unwrap());
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..500 {
+                log.append(&batch((i % 5) + 1, i as i64), 0, i as i64).unwrap();
+            }
+        })
+    };
+    let mut next = 0;
+    let mut reads = 0;
+    while !writer.is_finished() || next < log.log_end_offset() {
+        let r = log.read(next, 2048, i64::MAX, true).unwrap();
+        for (offset, _, _) in decode(&r.records) {
+            if offset >= next {
+                assert_eq!(offset, next);
+                next += 1;
+            }
+        }
+        assert!(next <= r.log_end_offset);
+        reads += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(next, log.log_end_offset());
+    assert!(reads > 0);
+    assert!(log.segment_base_offsets().len() > 1);
+}

@@ -1,0 +1,100 @@
+//! Helpers shared by the storage integration tests.
+#![allow(dead_code)]
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use tern_storage::{Log, LogConfig};
+
+pub const ALL_CODECS: [Compression; 5] =
+    [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+
+/// One v2 batch with a record per timestamp; values are `v{i}`.
+pub fn batch_ts(timestamps: &[i64], compression: Compression) -> Vec<u8> {
+    let records: Vec<Record> = timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, &ts)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: ts,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    buf.to_vec()
+}
+
+/// A batch of `n` records, all with timestamp `ts`.
+pub fn batch(n: usize, ts: i64) -> Vec<u8> {
+    batch_ts(&vec![ts; n], Compression::None)
+}
+
+/// A batch of one record whose value has `size` bytes.
+pub fn big_batch(size: usize) -> Vec<u8> {
+    let mut b = batch(1, 1000);
+    let records = vec![Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: 0,
+        timestamp: 1000,
+        key: None,
+        value: Some(Bytes::from(vec![7u8; size])),
+        headers: Default::default(),
+    }];
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    b.clear();
+    b.extend_from_slice(&buf);
+    b
+}
+
+/// Recomputes the CRC of a single batch after a test edited it.
+pub fn fix_crc(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// (offset, timestamp, value) of every record in `bytes`.
+pub fn decode(bytes: &Bytes) -> Vec<(i64, i64, Bytes)> {
+    let mut buf = bytes.clone();
+    RecordBatchDecoder::decode_all(&mut buf)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| (r.offset, r.timestamp, r.value.unwrap_or_default()))
+        .collect()
+}
+
+/// All record offsets readable from `from`, following the log batch by batch.
+pub fn read_all(log: &Log, from: i64) -> Vec<(i64, i64, Bytes)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    while next < log.log_end_offset() {
+        let r = log.read(next, 1 << 20, i64::MAX, true).unwrap();
+        let recs: Vec<_> = decode(&r.records).into_iter().filter(|r| r.0 >= next).collect();
+        assert!(!recs.is_empty(), "no progress reading at {next}");
+        next = recs.last().unwrap().0 + 1;
+        out.extend(recs);
+    }
+    out
+}
+
+pub fn small_config() -> LogConfig {
+    LogConfig { index_interval_bytes: 64, ..LogConfig::default() }
+}
