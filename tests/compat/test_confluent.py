@@ -1,5 +1,6 @@
 """confluent-kafka (librdkafka) compatibility suite."""
 
+import concurrent.futures
 import time
 
 import pytest
@@ -22,6 +23,14 @@ except ImportError:  # older confluent-kafka
 REQ_TIMEOUT = 30
 
 
+def result(fut, what, timeout=REQ_TIMEOUT):
+    """Future result with a readable failure when the broker never answers."""
+    try:
+        return fut.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise AssertionError(f"{what}: no answer from the broker within {timeout}s") from None
+
+
 def admin_for(broker):
     return AdminClient({"bootstrap.servers": broker.bootstrap, "socket.timeout.ms": 30000})
 
@@ -30,7 +39,7 @@ def create_topic(admin, topic, partitions, config=None):
     futs = admin.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
         operation_timeout=REQ_TIMEOUT, request_timeout=REQ_TIMEOUT)
-    futs[topic].result(timeout=REQ_TIMEOUT)
+    result(futs[topic], f"CreateTopics {topic} ({partitions} partitions, configs {config})")
     wait_metadata(admin, topic, partitions)
 
 
@@ -140,7 +149,7 @@ def list_offsets(admin, topic, specs):
                               request_timeout=REQ_TIMEOUT)
     out = {}
     for tp, f in futs.items():
-        r = f.result(timeout=REQ_TIMEOUT)
+        r = result(f, f"ListOffsets {tp.topic}/{tp.partition} spec {specs[tp.partition]}")
         out[tp.partition] = (r.offset, r.timestamp)
     return out
 
@@ -185,7 +194,7 @@ def delete_records(admin, topic, offsets):
     futs = admin.delete_records([TopicPartition(topic, p, o) for p, o in offsets.items()],
                                 request_timeout=REQ_TIMEOUT, operation_timeout=REQ_TIMEOUT)
     for tp, f in futs.items():
-        r = f.result(timeout=REQ_TIMEOUT)
+        r = result(f, f"DeleteRecords {topic}/{tp.partition} before {offsets[tp.partition]}")
         assert r.low_watermark == offsets[tp.partition], (
             f"DeleteRecords {topic}/{tp.partition} up to {offsets[tp.partition]}: low watermark {r.low_watermark}")
 
@@ -239,7 +248,7 @@ def test_confluent_create_delete_topic(broker):
     create_topic(admin, topic, 3)
     produce(broker.bootstrap, topic, "none", 300, base_timestamp_ms(), 3)
     futs = admin.delete_topics([topic], operation_timeout=REQ_TIMEOUT, request_timeout=REQ_TIMEOUT)
-    futs[topic].result(timeout=REQ_TIMEOUT)
+    result(futs[topic], f"DeleteTopics {topic}")
     deadline = Deadline(REQ_TIMEOUT, f"topic {topic} disappearing from metadata")
     while topic in admin.list_topics(timeout=REQ_TIMEOUT).topics:
         deadline.check()

@@ -16,7 +16,7 @@ KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat not installed (scripts/test.sh installs it)")
 
 CMD_TIMEOUT = 240
-COMMON_X = ["-X", "socket.timeout.ms=30000", "-X", "api.version.request=true"]
+COMMON_X = ["-m", "30", "-X", "socket.timeout.ms=30000", "-X", "api.version.request=true"]
 
 
 def kcat(broker, args, input_bytes=None, timeout=CMD_TIMEOUT, check=True):
@@ -53,7 +53,8 @@ def wait_topic(broker, topic, partitions, timeout=30):
 
 def produce(broker, topic, codec, n):
     lines = "".join(f"{key_for(seq)}:{value_for(seq)}\n" for seq in range(n)).encode()
-    res = kcat(broker, ["-P", "-t", topic, "-K:", "-z", codec,
+    codec_args = [] if codec == "none" else ["-z", codec]
+    res = kcat(broker, ["-P", "-t", topic, "-K:", *codec_args,
                         "-X", "partitioner=murmur2_random", "-X", "linger.ms=5", "-X", "acks=all",
                         "-X", "batch.num.messages=10000", "-X", "message.timeout.ms=120000"],
                input_bytes=lines)
