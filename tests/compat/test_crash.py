@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-confluent_kafka = pytest.importorskip("confluent_kafka")
+import confluent_kafka  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
 from checks import Deadline, seq_of  # noqa: E402

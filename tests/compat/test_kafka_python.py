@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-kafka = pytest.importorskip("kafka")
+import kafka  # noqa: E402,F401
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
 
