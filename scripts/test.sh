@@ -89,4 +89,4 @@ fi
 log "python3 -m pytest -q tests/compat  (TERN_BIN=$TERN_BIN)"
 # Every test is bounded (client calls carry their own timeouts); pytest-timeout is the backstop.
 # shellcheck disable=SC2086
-python3 -m pytest -q -p pytest_timeout --timeout=900 -rfE tests/compat ${PYTEST_ARGS:-}
+python3 -m pytest -q --timeout=900 -rfE tests/compat ${PYTEST_ARGS:-}
