@@ -222,7 +222,9 @@ impl Segment {
                     if off == 0 {
                         // Larger than the buffer: grow and re-read, unless it runs past EOF.
                         stop = pos + h.size as u64 > len;
-                        buf.resize(h.size, 0);
+                        if !stop {
+                            buf.resize(h.size, 0);
+                        }
                     }
                     break;
                 }
