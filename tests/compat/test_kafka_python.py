@@ -38,11 +38,15 @@ def create_topic(admin, topic, partitions, configs=None):
 
 
 def produce(bootstrap, topic, codec, n, base_ts, partitions):
+    extra = {}
+    if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
+        # kafka-python >= 2.1 defaults to idempotence, which needs InitProducerId (not served by tern yet).
+        extra["enable_idempotence"] = False
     p = KafkaProducer(
         bootstrap_servers=bootstrap, client_id="tern-compat-producer",
         compression_type=None if codec == "none" else codec,
         acks="all", linger_ms=5, batch_size=64 * 1024, request_timeout_ms=REQ_TIMEOUT_MS,
-        max_block_ms=60000)
+        max_block_ms=60000, **extra)
     try:
         futures = []
         for seq in range(n):
