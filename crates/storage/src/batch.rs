@@ -129,10 +129,7 @@ pub(crate) fn validate_input(input: &[u8], max_message_bytes: usize, out: &mut V
         }
         let size = len as usize + LOG_OVERHEAD;
         if rest.len() > MAGIC && rest[MAGIC] != 2 {
-            return Err(StorageError::InvalidRecord(format!(
-                "unsupported record batch magic {}",
-                rest[MAGIC] as i8
-            )));
+            return Err(StorageError::InvalidRecord(format!("unsupported record batch magic {}", rest[MAGIC] as i8)));
         }
         if (len as usize) < MIN_BATCH_LENGTH {
             return Err(corrupt(format!("batch length {len} below the v2 header size")));
@@ -169,7 +166,8 @@ fn validate_records(batch: &[u8], h: &BatchHeader) -> Result<()> {
     match h.compression() {
         0 => walk_records(&batch[HEADER_SIZE..], h, |_, _| false).map(|_| ()),
         1..=4 => {
-            let records = decompress(batch, h.compression()).map_err(|e| corrupt(format!("undecodable compressed batch: {e}")))?;
+            let records = decompress(batch, h.compression())
+                .map_err(|e| corrupt(format!("undecodable compressed batch: {e}")))?;
             walk_records(&records, h, |_, _| false).map(|_| ())
         }
         c => Err(StorageError::InvalidRecord(format!("unknown compression codec {c}"))),
@@ -251,7 +249,12 @@ pub(crate) fn patch(batch: &mut [u8], base_offset: i64, leader_epoch: i32, log_a
 
 /// The first record of a stored batch with offset >= `min_offset` and timestamp >= `target`,
 /// as (offset, timestamp). Falls back to the batch-level answer if the records can't be decoded.
-pub(crate) fn find_record_by_timestamp(batch: &[u8], h: &BatchHeader, min_offset: i64, target: i64) -> Option<(i64, i64)> {
+pub(crate) fn find_record_by_timestamp(
+    batch: &[u8],
+    h: &BatchHeader,
+    min_offset: i64,
+    target: i64,
+) -> Option<(i64, i64)> {
     if h.max_timestamp < target || h.last_offset() < min_offset {
         return None;
     }

@@ -20,7 +20,14 @@ struct Persisted {
     dirty: bool,
 }
 
-fn write_entries(path: &Path, bytes: &[u8], from_entry: usize, entry: usize, total: usize, sync: bool) -> io::Result<()> {
+fn write_entries(
+    path: &Path,
+    bytes: &[u8],
+    from_entry: usize,
+    entry: usize,
+    total: usize,
+    sync: bool,
+) -> io::Result<()> {
     let f = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
     f.write_all_at(bytes, (from_entry * entry) as u64)?;
     f.set_len((total * entry) as u64)?;
@@ -49,7 +56,7 @@ impl OffsetIndex {
         self.entries.last().copied()
     }
     pub fn push(&mut self, rel_offset: u32, position: u32) {
-        if self.entries.last().map_or(true, |&(o, p)| rel_offset > o && position > p) {
+        if self.entries.last().is_none_or(|&(o, p)| rel_offset > o && position > p) {
             self.entries.push((rel_offset, position));
         }
     }
@@ -129,7 +136,7 @@ impl TimeIndex {
     }
     /// Appends unless the timestamp does not exceed the last entry's (Kafka's `maybeAppend`).
     pub fn maybe_push(&mut self, timestamp: i64, rel_offset: u32) {
-        if self.entries.last().map_or(true, |&(t, o)| timestamp > t && rel_offset >= o) {
+        if self.entries.last().is_none_or(|&(t, o)| timestamp > t && rel_offset >= o) {
             self.entries.push((timestamp, rel_offset));
         }
     }

@@ -210,7 +210,12 @@ impl Log {
         let hw = self.high_watermark();
         let segs = self.snapshot();
         let log_start = self.log_start_offset();
-        let result = |records: Bytes| ReadResult { records, log_start_offset: log_start, log_end_offset: leo, high_watermark: hw };
+        let result = |records: Bytes| ReadResult {
+            records,
+            log_start_offset: log_start,
+            log_end_offset: leo,
+            high_watermark: hw,
+        };
         if offset < log_start || offset > leo {
             return Err(StorageError::OffsetOutOfRange { offset, log_start, log_end: leo });
         }
@@ -303,7 +308,15 @@ impl Log {
         lock(&self.epochs).entries().to_vec()
     }
 
-    fn maybe_roll(&self, w: &mut Writer, cfg: &LogConfig, bytes: u64, last_offset: i64, max_ts: i64, now_ms: i64) -> Result<Arc<Segment>> {
+    fn maybe_roll(
+        &self,
+        w: &mut Writer,
+        cfg: &LogConfig,
+        bytes: u64,
+        last_offset: i64,
+        max_ts: i64,
+        now_ms: i64,
+    ) -> Result<Arc<Segment>> {
         let active = self.active();
         let size = active.size();
         if size == 0 {

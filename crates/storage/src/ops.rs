@@ -32,7 +32,7 @@ impl Log {
         let segs = self.snapshot();
         let mut best: Option<&Arc<Segment>> = None;
         for seg in segs.iter().filter(|s| s.size() > 0) {
-            if best.map_or(true, |b| seg.max_timestamp() > b.max_timestamp()) {
+            if best.is_none_or(|b| seg.max_timestamp() > b.max_timestamp()) {
                 best = Some(seg);
             }
         }
@@ -152,7 +152,8 @@ impl Log {
         }
         let segs = self.snapshot();
         if offset < self.log_start_offset() || offset <= segs[0].base_offset {
-            let fresh = Arc::new(Segment::create(&self.dir, offset.max(0), w.last_flush_ms).map_err(|e| io_err(&self.dir, e))?);
+            let fresh =
+                Arc::new(Segment::create(&self.dir, offset.max(0), w.last_flush_ms).map_err(|e| io_err(&self.dir, e))?);
             for seg in segs.iter().filter(|s| s.base_offset != fresh.base_offset) {
                 seg.delete_files().map_err(|e| io_err(&seg.log_path, e))?;
             }

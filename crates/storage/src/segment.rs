@@ -86,7 +86,13 @@ impl Segment {
     /// Opens an existing segment. With `recover`, every batch is CRC-checked, a bad tail is
     /// truncated and the indexes are rebuilt; otherwise the index files are trusted if they
     /// pass sanity checks. Returns the segment and whether bytes were truncated.
-    pub fn open(dir: &Path, base_offset: i64, now_ms: i64, interval: usize, recover: bool) -> io::Result<(Segment, bool)> {
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        interval: usize,
+        recover: bool,
+    ) -> io::Result<(Segment, bool)> {
         let path = file_name(dir, base_offset, "log");
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let len = file.metadata()?.len();
@@ -146,7 +152,7 @@ impl Segment {
             Some((rel, pos)) => {
                 // The last entry must point at the batch ending at its offset.
                 let h = self.read_header(pos as u64)?;
-                if h.map_or(true, |h| h.magic != 2 || h.last_offset() != self.base_offset + rel as i64) {
+                if h.is_none_or(|h| h.magic != 2 || h.last_offset() != self.base_offset + rel as i64) {
                     return Ok(false);
                 }
                 pos as u64

@@ -24,7 +24,10 @@ fn rolls_by_size() {
         log.append(&batch(2, 100), 0, 0).unwrap();
     }
     assert_eq!(log.segment_base_offsets(), vec![0, 6, 12]);
-    assert_eq!(files(dir.path(), ".log"), vec!["00000000000000000000.log", "00000000000000000006.log", "00000000000000000012.log"]);
+    assert_eq!(
+        files(dir.path(), ".log"),
+        vec!["00000000000000000000.log", "00000000000000000006.log", "00000000000000000012.log"]
+    );
     assert_eq!(files(dir.path(), ".timeindex").len(), 3);
     assert_eq!(read_all(&log, 0).len(), 14);
     assert_eq!(read_all(&log, 7).first().unwrap().0, 7);
@@ -216,7 +219,8 @@ fn reopen_after_clean_close() {
     let config = LogConfig { segment_bytes: 500, ..small_config() };
     let log = Log::open(dir.path(), config.clone(), 0).unwrap();
     for i in 0..30 {
-        log.append(&batch_ts(&[i, i + 1], if i % 2 == 0 { Compression::None } else { Compression::Zstd }), 1, 0).unwrap();
+        log.append(&batch_ts(&[i, i + 1], if i % 2 == 0 { Compression::None } else { Compression::Zstd }), 1, 0)
+            .unwrap();
     }
     let before = read_all(&log, 0);
     let max_ts = log.max_timestamp();

@@ -135,7 +135,7 @@ fn missing_or_corrupt_indexes_rebuilt_with_identical_reads() {
     drop(log);
     // The rebuilt index files are written back and trusted on the next clean open.
     let idx = std::fs::metadata(dir.path().join("00000000000000000000.index")).unwrap();
-    assert!(idx.len() > 0 && idx.len() % 8 == 0);
+    assert!(idx.len() > 0 && idx.len().is_multiple_of(8));
     let log = Log::open(dir.path(), config, 0).unwrap();
     assert_eq!(snapshot(&log), before);
 }

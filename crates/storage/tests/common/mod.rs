@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use tern_storage::{Log, LogConfig};
 
 pub const ALL_CODECS: [Compression; 5] =
@@ -58,7 +60,8 @@ pub fn big_batch(size: usize) -> Vec<u8> {
         headers: Default::default(),
     }];
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .unwrap();
     b.clear();
     b.extend_from_slice(&buf);
     b
