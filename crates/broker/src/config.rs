@@ -1,0 +1,381 @@
+//! Broker and topic configuration, by Apache Kafka's names and defaults.
+//!
+//! The broker reads a `server.properties`-style file plus `--set key=value` overrides.
+//! Topic configs fall back to the broker's `log.*` settings, which fall back to Kafka's defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tern_storage::{LogConfig, TimestampType};
+
+/// A configuration problem, reported to clients as INVALID_CONFIG.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Value type of a config, used to validate values the way Kafka does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Long,
+    Int,
+    Double,
+    Boolean,
+    String,
+    List,
+}
+
+/// One topic-level config: its name, type, default and the broker setting that overrides the default.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub kind: ConfigType,
+    pub default: &'static str,
+    pub broker_key: Option<&'static str>,
+    /// Allowed values for enumerations.
+    pub choices: &'static [&'static str],
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+macro_rules! topic_config {
+    ($name:expr, $kind:ident, $default:expr, $broker:expr) => {
+        topic_config!($name, $kind, $default, $broker, &[])
+    };
+    ($name:expr, $kind:ident, $default:expr, $broker:expr, $choices:expr) => {
+        TopicConfigDef {
+            name: $name,
+            kind: ConfigType::$kind,
+            default: $default,
+            broker_key: $broker,
+            choices: $choices,
+        }
+    };
+}
+
+/// Every topic config Tern accepts, as in Kafka's `TopicConfig`.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    topic_config!("cleanup.policy", List, "delete", Some("log.cleanup.policy"), &["delete", "compact"]),
+    topic_config!("compression.type", String, "producer", Some("compression.type"), &["producer"]),
+    topic_config!("delete.retention.ms", Long, "86400000", Some("log.cleaner.delete.retention.ms")),
+    topic_config!("file.delete.delay.ms", Long, "60000", Some("log.segment.delete.delay.ms")),
+    topic_config!("flush.messages", Long, LONG_MAX, Some("log.flush.interval.messages")),
+    topic_config!("flush.ms", Long, LONG_MAX, Some("log.flush.interval.ms")),
+    topic_config!("index.interval.bytes", Int, "4096", Some("log.index.interval.bytes")),
+    topic_config!("max.compaction.lag.ms", Long, LONG_MAX, Some("log.cleaner.max.compaction.lag.ms")),
+    topic_config!("max.message.bytes", Int, "1048588", Some("message.max.bytes")),
+    topic_config!("message.timestamp.after.max.ms", Long, LONG_MAX, Some("log.message.timestamp.after.max.ms")),
+    topic_config!("message.timestamp.before.max.ms", Long, LONG_MAX, Some("log.message.timestamp.before.max.ms")),
+    topic_config!(
+        "message.timestamp.type",
+        String,
+        "CreateTime",
+        Some("log.message.timestamp.type"),
+        &["CreateTime", "LogAppendTime"]
+    ),
+    topic_config!("min.cleanable.dirty.ratio", Double, "0.5", Some("log.cleaner.min.cleanable.ratio")),
+    topic_config!("min.compaction.lag.ms", Long, "0", Some("log.cleaner.min.compaction.lag.ms")),
+    topic_config!("min.insync.replicas", Int, "1", Some("min.insync.replicas")),
+    topic_config!("preallocate", Boolean, "false", Some("log.preallocate")),
+    topic_config!("retention.bytes", Long, "-1", Some("log.retention.bytes")),
+    topic_config!("retention.ms", Long, "604800000", Some("log.retention.ms")),
+    topic_config!("segment.bytes", Int, "1073741824", Some("log.segment.bytes")),
+    topic_config!("segment.index.bytes", Int, "10485760", Some("log.index.size.max.bytes")),
+    topic_config!("segment.jitter.ms", Long, "0", Some("log.roll.jitter.ms")),
+    topic_config!("segment.ms", Long, "604800000", Some("log.roll.ms")),
+    topic_config!("unclean.leader.election.enable", Boolean, "false", Some("unclean.leader.election.enable")),
+];
+
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Broker settings that are not topic defaults, with Kafka's defaults.
+pub const BROKER_DEFAULTS: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("delete.topic.enable", "true"),
+    ("socket.request.max.bytes", "104857600"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.flush.scheduler.interval.ms", LONG_MAX),
+    ("queued.max.requests", "500"),
+];
+
+/// Checks that `value` is acceptable for the topic config `name`.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    let def = topic_config_def(name).ok_or_else(|| ConfigError(format!("Unknown topic config name: {name}")))?;
+    let bad = || ConfigError(format!("Invalid value {value} for configuration {name}"));
+    match def.kind {
+        ConfigType::Long => {
+            value.trim().parse::<i64>().map_err(|_| bad())?;
+        }
+        ConfigType::Int => {
+            value.trim().parse::<i32>().map_err(|_| bad())?;
+        }
+        ConfigType::Double => {
+            value.trim().parse::<f64>().map_err(|_| bad())?;
+        }
+        ConfigType::Boolean => {
+            if !matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "false") {
+                return Err(bad());
+            }
+        }
+        ConfigType::String => {
+            if !def.choices.is_empty() && !def.choices.contains(&value.trim()) {
+                return Err(ConfigError(format!(
+                    "Invalid value {value} for configuration {name}: String must be one of: {}",
+                    def.choices.join(", ")
+                )));
+            }
+        }
+        ConfigType::List => {
+            for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if !def.choices.is_empty() && !def.choices.contains(&item) {
+                    return Err(bad());
+                }
+            }
+        }
+    }
+    match name {
+        "segment.bytes" if value.trim().parse::<i64>().unwrap_or(0) < 14 => Err(bad()),
+        "max.message.bytes" | "index.interval.bytes" | "segment.index.bytes" | "min.insync.replicas"
+            if value.trim().parse::<i64>().unwrap_or(0) < 1 =>
+        {
+            Err(bad())
+        }
+        "segment.ms" | "flush.ms" | "flush.messages" if value.trim().parse::<i64>().unwrap_or(0) < 1 => Err(bad()),
+        _ => Ok(()),
+    }
+}
+
+/// Where a config value came from, as DescribeConfigs reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    TopicConfig = 1,
+    StaticBrokerConfig = 4,
+    DefaultConfig = 5,
+}
+
+/// The broker's settings: the properties file with overrides applied.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    /// host:port put into Metadata responses (`advertised.listeners`, else the listen address).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub data_dir: PathBuf,
+    /// Explicitly set properties (file then overrides), by Kafka name.
+    pub props: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, props: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let (advertised_host, advertised_port) = match props.get("advertised.listeners") {
+            Some(l) => parse_listener(l)?,
+            None => (listen.ip().to_string(), listen.port() as i32),
+        };
+        let config = BrokerConfig { listen, advertised_host, advertised_port, data_dir, props };
+        for def in TOPIC_CONFIGS {
+            if let Some(key) = def.broker_key {
+                if let Some(v) = config.props.get(key) {
+                    validate_topic_config(def.name, v).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+                }
+            }
+        }
+        for (key, _) in BROKER_DEFAULTS {
+            config.get_i64(key).ok_or_else(|| ConfigError(format!("{key}: not a valid value")))?;
+        }
+        Ok(config)
+    }
+
+    /// The effective value of a broker setting (set or default).
+    pub fn get(&self, key: &str) -> Option<String> {
+        if let Some(v) = self.props.get(key) {
+            return Some(v.clone());
+        }
+        if let Some((_, v)) = BROKER_DEFAULTS.iter().find(|(k, _)| *k == key) {
+            return Some(v.to_string());
+        }
+        self.broker_topic_default(key)
+    }
+
+    fn get_i64(&self, key: &str) -> Option<i64> {
+        let v = self.get(key)?;
+        match v.trim() {
+            "true" => Some(1),
+            "false" => Some(0),
+            s => s.parse().ok(),
+        }
+    }
+
+    fn broker_topic_default(&self, key: &str) -> Option<String> {
+        let def = TOPIC_CONFIGS.iter().find(|d| d.broker_key == Some(key))?;
+        self.topic_default(def).map(|(v, _)| v)
+    }
+
+    /// A topic config's default on this broker and where it comes from.
+    pub fn topic_default(&self, def: &TopicConfigDef) -> Option<(String, ConfigSource)> {
+        let from_broker = def.broker_key.and_then(|k| self.props.get(k).cloned()).or_else(|| {
+            // Kafka's hour/minute variants of the retention and roll settings.
+            let scaled = |key: &str, factor: i64| {
+                self.props.get(key).and_then(|v| v.trim().parse::<i64>().ok()).map(|v| (v * factor).to_string())
+            };
+            match def.name {
+                "retention.ms" => {
+                    scaled("log.retention.minutes", 60_000).or_else(|| scaled("log.retention.hours", 3_600_000))
+                }
+                "segment.ms" => scaled("log.roll.hours", 3_600_000),
+                _ => None,
+            }
+        });
+        match from_broker {
+            Some(v) => Some((v, ConfigSource::StaticBrokerConfig)),
+            None => Some((def.default.to_string(), ConfigSource::DefaultConfig)),
+        }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.get_i64("node.id").unwrap_or(1) as i32
+    }
+    pub fn auto_create_topics(&self) -> bool {
+        self.get_i64("auto.create.topics.enable").unwrap_or(1) != 0
+    }
+    pub fn num_partitions(&self) -> i32 {
+        self.get_i64("num.partitions").unwrap_or(1) as i32
+    }
+    pub fn socket_request_max_bytes(&self) -> usize {
+        self.get_i64("socket.request.max.bytes").unwrap_or(104_857_600) as usize
+    }
+    pub fn retention_check_interval_ms(&self) -> u64 {
+        self.get_i64("log.retention.check.interval.ms").unwrap_or(300_000).max(10) as u64
+    }
+    pub fn flush_scheduler_interval_ms(&self) -> u64 {
+        self.get_i64("log.flush.scheduler.interval.ms").unwrap_or(i64::MAX).clamp(10, 3_600_000) as u64
+    }
+
+    /// The effective value of every topic config for a topic with the given explicit overrides.
+    pub fn effective_topic_configs(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Vec<(&'static TopicConfigDef, String, ConfigSource)> {
+        TOPIC_CONFIGS
+            .iter()
+            .filter_map(|def| match overrides.get(def.name) {
+                Some(v) => Some((def, v.clone(), ConfigSource::TopicConfig)),
+                None => self.topic_default(def).map(|(v, s)| (def, v, s)),
+            })
+            .collect()
+    }
+
+    /// The storage settings for a topic with the given explicit overrides.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let mut config = LogConfig::default();
+        for (def, value, _) in self.effective_topic_configs(overrides) {
+            let v = value.trim();
+            let num = || v.parse::<i64>().ok();
+            match def.name {
+                "segment.bytes" => config.segment_bytes = num().map_or(config.segment_bytes, |n| n.max(14) as u64),
+                "segment.ms" => config.segment_ms = num().unwrap_or(config.segment_ms),
+                "retention.ms" => config.retention_ms = num().unwrap_or(config.retention_ms),
+                "retention.bytes" => config.retention_bytes = num().unwrap_or(config.retention_bytes),
+                "flush.messages" => config.flush_messages = num().unwrap_or(config.flush_messages),
+                "flush.ms" => config.flush_ms = num().unwrap_or(config.flush_ms),
+                "max.message.bytes" => {
+                    config.max_message_bytes = num().map_or(config.max_message_bytes, |n| n.max(0) as usize)
+                }
+                "index.interval.bytes" => {
+                    config.index_interval_bytes = num().map_or(config.index_interval_bytes, |n| n.max(1) as usize)
+                }
+                "segment.index.bytes" => {
+                    config.segment_index_bytes = num().map_or(config.segment_index_bytes, |n| n.max(8) as usize)
+                }
+                "message.timestamp.type" => {
+                    config.message_timestamp_type =
+                        if v == "LogAppendTime" { TimestampType::LogAppendTime } else { TimestampType::CreateTime }
+                }
+                _ => {}
+            }
+        }
+        config
+    }
+}
+
+fn parse_listener(listener: &str) -> Result<(String, i32), ConfigError> {
+    let first = listener.split(',').next().unwrap_or("").trim();
+    let addr = first.split_once("://").map_or(first, |(_, a)| a);
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| ConfigError(format!("bad listener {listener}")))?;
+    let port = port.parse::<u16>().map_err(|_| ConfigError(format!("bad port in listener {listener}")))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port as i32))
+}
+
+/// Parses a Java-style `.properties` file (`key=value` or `key: value`, `#`/`!` comments).
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let split = line.find(['=', ':']).unwrap_or(line.len());
+        let (k, v) = line.split_at(split);
+        let v = v.get(1..).unwrap_or("");
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(props: &[(&str, &str)]) -> BrokerConfig {
+        let props = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), "data".into(), props).unwrap()
+    }
+
+    #[test]
+    fn properties_file_syntax() {
+        let p = parse_properties("# c\nnum.partitions=3\n auto.create.topics.enable : false\n!x\nlog.dirs=/a=b\n");
+        assert_eq!(p["num.partitions"], "3");
+        assert_eq!(p["auto.create.topics.enable"], "false");
+        assert_eq!(p["log.dirs"], "/a=b");
+        assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn topic_defaults_come_from_broker_log_settings() {
+        let c = config(&[("log.retention.hours", "1"), ("log.segment.bytes", "1000")]);
+        let lc = c.log_config(&BTreeMap::new());
+        assert_eq!(lc.retention_ms, 3_600_000);
+        assert_eq!(lc.segment_bytes, 1000);
+        let overrides = [("retention.ms".to_string(), "5".to_string())].into();
+        assert_eq!(c.log_config(&overrides).retention_ms, 5);
+        assert_eq!(c.get("log.retention.ms"), Some("3600000".into()));
+    }
+
+    #[test]
+    fn kafka_defaults() {
+        let c = config(&[]);
+        assert!(c.auto_create_topics());
+        assert_eq!(c.num_partitions(), 1);
+        assert_eq!(c.log_config(&BTreeMap::new()), LogConfig::default());
+    }
+
+    #[test]
+    fn validation() {
+        assert!(validate_topic_config("retention.ms", "100").is_ok());
+        assert!(validate_topic_config("retention.ms", "abc").is_err());
+        assert!(validate_topic_config("no.such.config", "1").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "bogus").is_err());
+        assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate_topic_config("segment.bytes", "0").is_err());
+    }
+
+    #[test]
+    fn advertised_listener() {
+        let c = config(&[("advertised.listeners", "PLAINTEXT://localhost:19092")]);
+        assert_eq!((c.advertised_host.as_str(), c.advertised_port), ("localhost", 19092));
+    }
+}

@@ -1,0 +1,28 @@
+//! The one place where internal errors become Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+use tern_storage::StorageError;
+
+use crate::topics::TopicError;
+
+pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
+    match e {
+        StorageError::CorruptRecord(_) => ResponseError::CorruptMessage,
+        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::Io { .. } => ResponseError::KafkaStorageError,
+        _ => ResponseError::UnknownServerError,
+    }
+}
+
+pub(crate) fn topic_error_code(e: &TopicError) -> ResponseError {
+    match e {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::Storage(e) => storage_error_code(e),
+        TopicError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}

@@ -1,0 +1,244 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeCluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
+};
+
+use super::blocking;
+use super::metadata::{str_bytes, topic_name};
+use crate::config::validate_topic_config;
+use crate::errors::topic_error_code;
+use crate::topics::{validate_topic_name, Topic};
+use crate::Broker;
+
+type AdminError = (ResponseError, String);
+
+/// Creates a topic after validating everything a client could get wrong; with `validate_only`
+/// it stops before writing and returns `None`.
+pub(crate) async fn create_topic(
+    broker: &Arc<Broker>,
+    name: &str,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<Option<Arc<Topic>>, AdminError> {
+    validate_topic_name(name).map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
+    if partitions < 1 {
+        return Err((ResponseError::InvalidPartitions, "Number of partitions must be larger than 0.".into()));
+    }
+    for (k, v) in &configs {
+        validate_topic_config(k, v).map_err(|e| (ResponseError::InvalidConfig, e.0))?;
+    }
+    let _guard = broker.admin_lock.lock().await;
+    if let Some(existing) = broker.topics.get(name) {
+        return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", existing.name)));
+    }
+    if validate_only {
+        return Ok(None);
+    }
+    let log_config = broker.config.log_config(&configs);
+    let b = broker.clone();
+    let name = name.to_string();
+    let topic = blocking(move || b.topics.create(&name, partitions, configs, &log_config))
+        .await
+        .map_err(|e| (topic_error_code(&e), e.to_string()))?;
+    tracing::info!(topic = topic.name, partitions, "created topic");
+    Ok(Some(topic))
+}
+
+pub(crate) async fn create_topics(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    for t in request.topics {
+        let name = t.name.0.as_str().to_string();
+        let partitions = if t.num_partitions == -1 { broker.config.num_partitions() } else { t.num_partitions };
+        let mut result = CreatableTopicResult::default().with_name(t.name.clone()).with_replication_factor(1);
+        let outcome = if !t.assignments.is_empty() {
+            // Manual assignment: every partition on this broker only.
+            let node = broker.config.node_id();
+            if t.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != node)) {
+                Err((ResponseError::InvalidReplicaAssignment, format!("Only broker {node} exists in this cluster.")))
+            } else {
+                Ok(t.assignments.len() as i32)
+            }
+        } else if t.replication_factor != -1 && t.replication_factor != 1 {
+            Err((
+                ResponseError::InvalidReplicationFactor,
+                format!("Replication factor: {} larger than available brokers: 1.", t.replication_factor),
+            ))
+        } else {
+            Ok(partitions)
+        };
+        let mut configs = BTreeMap::new();
+        for c in &t.configs {
+            if let Some(v) = &c.value {
+                configs.insert(c.name.as_str().to_string(), v.as_str().to_string());
+            }
+        }
+        let created = match outcome {
+            Ok(partitions) => create_topic(broker, &name, partitions, configs.clone(), request.validate_only)
+                .await
+                .map(|t| t.map_or((uuid::Uuid::nil(), partitions), |t| (t.id, t.partitions.len() as i32))),
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok((id, n)) => {
+                result.topic_id = id;
+                result.num_partitions = n;
+            }
+            Err((code, message)) => {
+                result.error_code = code.code();
+                result.error_message = Some(str_bytes(&message));
+                result.num_partitions = -1;
+                result.replication_factor = -1;
+            }
+        }
+        if version >= 5 && result.error_code == 0 {
+            result.configs = Some(
+                broker
+                    .config
+                    .effective_topic_configs(&configs)
+                    .into_iter()
+                    .map(|(def, value, source)| {
+                        CreatableTopicConfigs::default()
+                            .with_name(str_bytes(def.name))
+                            .with_value(Some(str_bytes(&value)))
+                            .with_config_source(source as i8)
+                    })
+                    .collect(),
+            );
+        }
+        response.topics.push(result);
+    }
+    response
+}
+
+pub(crate) async fn delete_topics(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let mut response = DeleteTopicsResponse::default();
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        request.topics.into_iter().map(|t| (t.name.map(|n| n.0.as_str().to_string()), t.topic_id)).collect()
+    } else {
+        request.topic_names.into_iter().map(|n| (Some(n.0.as_str().to_string()), uuid::Uuid::nil())).collect()
+    };
+    for (name, id) in targets {
+        let topic = match &name {
+            Some(n) => broker.topics.get(n),
+            None => broker.topics.get_by_id(id),
+        };
+        let mut result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name)).with_topic_id(id);
+        match topic {
+            None => {
+                let error =
+                    if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
+                result.error_code = error.code();
+            }
+            Some(topic) => {
+                let _guard = broker.admin_lock.lock().await;
+                result.name = Some(topic_name(&topic.name));
+                result.topic_id = topic.id;
+                let b = broker.clone();
+                let n = topic.name.clone();
+                drop(topic);
+                if let Err(e) = blocking(move || b.topics.delete(&n)).await {
+                    result.error_code = topic_error_code(&e).code();
+                    result.error_message = Some(str_bytes(&e.to_string()));
+                } else {
+                    tracing::info!(topic = name.as_deref().unwrap_or(""), "deleted topic");
+                }
+            }
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+pub(crate) async fn create_partitions(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    for t in request.topics {
+        let name = t.name.0.as_str().to_string();
+        let result = grow_topic(
+            broker,
+            &name,
+            t.count,
+            t.assignments
+                .is_some_and(|a| a.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id()))),
+            request.validate_only,
+        )
+        .await;
+        let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
+        if let Err((code, message)) = result {
+            r.error_code = code.code();
+            r.error_message = Some(str_bytes(&message));
+        }
+        response.results.push(r);
+    }
+    response
+}
+
+async fn grow_topic(
+    broker: &Arc<Broker>,
+    name: &str,
+    count: i32,
+    foreign_assignment: bool,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let _guard = broker.admin_lock.lock().await;
+    let topic = broker
+        .topics
+        .get(name)
+        .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist.")))?;
+    let current = topic.partitions.len() as i32;
+    if count < current {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+        ));
+    }
+    if count == current {
+        return Err((ResponseError::InvalidPartitions, format!("Topic already has {current} partitions.")));
+    }
+    if foreign_assignment {
+        return Err((ResponseError::InvalidReplicaAssignment, "Only this broker exists in the cluster.".into()));
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let log_config = broker.config.log_config(&topic.configs);
+    let b = broker.clone();
+    let name = name.to_string();
+    blocking(move || b.topics.add_partitions(&name, count, &log_config))
+        .await
+        .map(|_| ())
+        .map_err(|e| (topic_error_code(&e), e.to_string()))
+}
+
+pub(crate) fn describe_cluster(broker: &Arc<Broker>, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+    let node = BrokerId(broker.config.node_id());
+    let mut response = DescribeClusterResponse::default();
+    response.cluster_id = str_bytes(&broker.cluster_id);
+    response.controller_id = node;
+    response.brokers = vec![DescribeClusterBroker::default()
+        .with_broker_id(node)
+        .with_host(str_bytes(&broker.config.advertised_host))
+        .with_port(broker.config.advertised_port)];
+    response
+}

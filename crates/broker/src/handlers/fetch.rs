@@ -1,0 +1,138 @@
+//! Fetch: read whole batches, long-polling until `min_bytes` arrive or `max_wait_ms` passes.
+//!
+//! Reads run on the blocking pool, so a fetch of cold data that misses the page cache never
+//! stalls the tasks serving other connections. Fetch sessions (KIP-227) are declined by
+//! answering session id 0, which every client handles by sending full fetches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use uuid::Uuid;
+
+use super::{blocking, check_leader_epoch};
+use crate::errors::storage_error_code;
+use crate::Broker;
+
+/// One partition to read, resolved from the request.
+struct Wanted {
+    topic_index: usize,
+    name: Option<String>,
+    topic_id: Uuid,
+    partition: i32,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    current_leader_epoch: i32,
+}
+
+pub(crate) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+    let mut response = FetchResponse::default();
+    if request.session_id != 0 {
+        response.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return response;
+    }
+    let use_ids = version >= 13;
+    let mut wanted = Vec::new();
+    let mut topics = Vec::new();
+    for (topic_index, t) in request.topics.iter().enumerate() {
+        let name = if use_ids {
+            broker.topics.get_by_id(t.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(t.topic.0.as_str().to_string())
+        };
+        topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id));
+        for p in &t.partitions {
+            wanted.push(Wanted {
+                topic_index,
+                name: name.clone(),
+                topic_id: t.topic_id,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+            });
+        }
+    }
+    let wanted = Arc::new(wanted);
+    let max_bytes = request.max_bytes.max(0) as usize;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let mut appended = broker.appended.subscribe();
+    let results = loop {
+        appended.borrow_and_update();
+        let (b, w) = (broker.clone(), wanted.clone());
+        let results = blocking(move || read_all(&b, &w, max_bytes, use_ids)).await;
+        let total: usize = results.iter().map(|r| r.records.as_ref().map_or(0, |r| r.len())).sum();
+        let any_error = results.iter().any(|r| r.error_code != 0);
+        if total >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
+            break results;
+        }
+        if tokio::time::timeout_at(deadline, appended.changed()).await.is_err() {
+            // Timed out: answer with what there is (read again: something may just have arrived).
+            let (b, w) = (broker.clone(), wanted.clone());
+            break blocking(move || read_all(&b, &w, max_bytes, use_ids)).await;
+        }
+    };
+    for (w, data) in wanted.iter().zip(results) {
+        topics[w.topic_index].partitions.push(data);
+    }
+    response.responses = topics;
+    response
+}
+
+fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, use_ids: bool) -> Vec<PartitionData> {
+    let mut remaining = max_bytes;
+    let mut first_data = true;
+    wanted
+        .iter()
+        .map(|w| {
+            let mut data = PartitionData::default()
+                .with_partition_index(w.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1);
+            let unknown = if use_ids { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+            let Some(topic) = w.name.as_deref().and_then(|n| broker.topics.get(n)) else {
+                return data.with_error_code(unknown.code());
+            };
+            if use_ids && topic.id != w.topic_id {
+                return data.with_error_code(unknown.code());
+            }
+            let Some(partition) = topic.partition(w.partition) else {
+                return data.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+            };
+            if let Err(e) = check_leader_epoch(w.current_leader_epoch, partition) {
+                return data.with_error_code(e.code());
+            }
+            let log = &partition.log;
+            let hw = log.high_watermark();
+            data.high_watermark = hw;
+            data.last_stable_offset = hw;
+            data.log_start_offset = log.log_start_offset();
+            let limit = w.partition_max_bytes.min(remaining);
+            if limit == 0 && !first_data {
+                data.records = Some(Default::default());
+                return data;
+            }
+            match log.read(w.fetch_offset, limit, hw, first_data) {
+                Ok(read) => {
+                    remaining = remaining.saturating_sub(read.records.len());
+                    if !read.records.is_empty() {
+                        first_data = false;
+                    }
+                    data.high_watermark = read.high_watermark;
+                    data.last_stable_offset = read.high_watermark;
+                    data.log_start_offset = read.log_start_offset;
+                    data.records = Some(read.records);
+                }
+                Err(e) => {
+                    data.error_code = storage_error_code(&e).code();
+                    data.records = Some(Default::default());
+                }
+            }
+            data
+        })
+        .collect()
+}

@@ -1,0 +1,93 @@
+//! One module per Kafka API. `SUPPORTED` is the single source of truth for ApiVersions.
+
+pub(crate) mod admin;
+pub(crate) mod api_versions;
+pub(crate) mod configs;
+pub(crate) mod fetch;
+pub(crate) mod list_offsets;
+pub(crate) mod metadata;
+pub(crate) mod produce;
+pub(crate) mod records;
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+
+use crate::Broker;
+
+/// What the connection loop does after a request.
+pub(crate) enum Outcome {
+    Respond(ResponseKind),
+    /// Produce with acks=0 gets no response.
+    NoResponse,
+    /// Close the connection (e.g. an acks=0 produce failed: the only way to tell the client).
+    Close(String),
+}
+
+/// The APIs and version ranges Tern implements.
+pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 9),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+pub(crate) fn is_supported(key: ApiKey, version: i16) -> bool {
+    SUPPORTED.iter().any(|&(k, min, max)| k == key && (min..=max).contains(&version))
+}
+
+pub(crate) async fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: RequestKind) -> Outcome {
+    let v = header.request_api_version;
+    let response = match request {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
+        RequestKind::Produce(r) => return produce::handle(broker, r, v).await,
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(admin::describe_cluster(broker, r)),
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(broker, r, v)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r).await)
+        }
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(records::delete_records(broker, r).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(records::offset_for_leader_epoch(broker, r))
+        }
+        other => return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other))),
+    };
+    Outcome::Respond(response)
+}
+
+/// Kafka's check of a client's `current_leader_epoch` (-1: the client does not know it).
+pub(crate) fn check_leader_epoch(requested: i32, partition: &crate::topics::Partition) -> Result<(), ResponseError> {
+    if requested > partition.leader_epoch {
+        Err(ResponseError::UnknownLeaderEpoch)
+    } else if requested >= 0 && requested < partition.leader_epoch {
+        Err(ResponseError::FencedLeaderEpoch)
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs blocking storage work off the socket-serving tasks.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

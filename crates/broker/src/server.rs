@@ -1,0 +1,177 @@
+//! The Kafka listener and the per-connection loop.
+//!
+//! Each connection is served by one task: read a size-prefixed frame, decode the header and
+//! body with `kafka-protocol`, run the handler, write the response. Requests on a connection
+//! are processed one at a time, in order, as Kafka does; a reader task decodes ahead so that
+//! pipelined requests are ready when the previous one finishes. Frames that cannot be parsed
+//! close the connection (Kafka's behaviour); nothing in here may panic on input.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::Encodable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::handlers::{self, Outcome};
+use crate::Broker;
+
+/// Accepts connections until `shutdown` becomes true.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(stream, broker).await {
+                        tracing::debug!(%peer, error = %e, "connection closed");
+                    }
+                });
+            }
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// How many decoded requests may wait while one is processed.
+const READ_AHEAD: usize = 32;
+
+async fn serve_connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), ConnectionError> {
+    stream.set_nodelay(true)?;
+    let (read_half, mut write_half) = stream.into_split();
+    let max_frame = broker.config.socket_request_max_bytes();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(READ_AHEAD);
+    let reader = tokio::spawn(async move {
+        let mut reader = BufReader::with_capacity(256 * 1024, read_half);
+        loop {
+            let len = match reader.read_i32().await {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(ConnectionError::Io(e)),
+            };
+            if len < 0 || len as usize > max_frame {
+                return Err(ConnectionError::Protocol(format!(
+                    "frame of {len} bytes exceeds socket.request.max.bytes {max_frame}"
+                )));
+            }
+            let mut frame = BytesMut::zeroed(len as usize);
+            reader.read_exact(&mut frame).await?;
+            if tx.send(frame.freeze()).await.is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let result = async {
+        while let Some(frame) = rx.recv().await {
+            match process_frame(&broker, frame).await {
+                Ok(Some(response)) => write_half.write_all(&response).await?,
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    reader.abort();
+    result
+}
+
+/// A request frame, decoded.
+#[derive(Debug)]
+pub enum DecodedFrame {
+    Request(RequestHeader, RequestKind),
+    /// An ApiVersions request of a version we do not know: answered in v0 with UNSUPPORTED_VERSION.
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
+}
+
+/// Decodes a request frame (without its size prefix). Never panics; an error means the
+/// connection must be closed.
+pub fn decode_frame(mut frame: Bytes) -> Result<DecodedFrame, String> {
+    if frame.len() < 8 {
+        return Err("frame shorter than a request header".into());
+    }
+    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(api_key_raw).map_err(|_| format!("unknown api key {api_key_raw}"))?;
+    if !handlers::is_supported(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            return Ok(DecodedFrame::UnsupportedApiVersions { correlation_id });
+        }
+        return Err(format!("unsupported version {version} of {api_key:?}"));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| format!("bad request header: {e:#}"))?;
+    let request = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| format!("bad {api_key:?} v{version} request: {e:#}"))?;
+    Ok(DecodedFrame::Request(header, request))
+}
+
+/// Decodes one request frame, runs its handler and encodes the response frame.
+async fn process_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<Bytes>, ConnectionError> {
+    match decode_frame(frame).map_err(ConnectionError::Protocol)? {
+        DecodedFrame::UnsupportedApiVersions { correlation_id } => {
+            let response = handlers::api_versions::unsupported_version_response();
+            encode_response(ApiKey::ApiVersions, 0, correlation_id, &response).map(Some)
+        }
+        DecodedFrame::Request(header, request) => {
+            let api_key =
+                ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Protocol("api key".into()))?;
+            let (version, correlation_id) = (header.request_api_version, header.correlation_id);
+            match handlers::handle(broker, &header, request).await {
+                Outcome::Respond(response) => encode_response(api_key, version, correlation_id, &response).map(Some),
+                Outcome::NoResponse => Ok(None),
+                Outcome::Close(why) => Err(ConnectionError::Protocol(why)),
+            }
+        }
+    }
+}
+
+fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &kafka_protocol::messages::ResponseKind,
+) -> Result<Bytes, ConnectionError> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let encoded = header
+        .encode(&mut buf, api_key.response_header_version(version))
+        .and_then(|_| response.encode(&mut buf, version));
+    if let Err(e) = encoded {
+        // A response we cannot encode is our bug; closing is the only safe answer.
+        tracing::error!(?api_key, version, error = %e, "cannot encode response");
+        return Err(ConnectionError::Protocol(format!("cannot encode {api_key:?} v{version} response")));
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}

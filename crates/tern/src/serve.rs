@@ -1,0 +1,97 @@
+//! `tern serve`: one broker process.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use tern_broker::config::parse_properties;
+use tern_broker::{Broker, BrokerConfig};
+
+/// The commented default configuration, embedded in the binary.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/server.properties");
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on for Kafka clients (default 127.0.0.1:9092, or `listeners` from the config).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Directory for the partition logs (default ./data, or `log.dirs` from the config).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A server.properties-style file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one setting, e.g. --set num.partitions=3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn build_config(args: &ServeArgs) -> Result<BrokerConfig> {
+    let mut props: BTreeMap<String, String> = parse_properties(DEFAULT_CONFIG);
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        props.extend(parse_properties(&text));
+    }
+    for o in &args.overrides {
+        let Some((k, v)) = o.split_once('=') else { bail!("--set expects KEY=VALUE, got {o:?}") };
+        props.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let listen = match (&args.listen, props.get("listeners")) {
+        (Some(l), _) => l.clone(),
+        (None, Some(l)) => {
+            let first = l.split(',').next().unwrap_or_default().trim();
+            first.split_once("://").map_or(first, |(_, a)| a).to_string()
+        }
+        (None, None) => "127.0.0.1:9092".to_string(),
+    };
+    let listen: SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&listen)
+            .with_context(|| format!("resolving listen address {listen}"))?
+            .next()
+            .with_context(|| format!("no address for {listen}"))?,
+    };
+    let data_dir = match (&args.data_dir, props.get("log.dirs").or(props.get("log.dir"))) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => PathBuf::from(d.split(',').next().unwrap_or("data").trim()),
+        (None, None) => PathBuf::from("data"),
+    };
+    Ok(BrokerConfig::new(listen, data_dir, props)?)
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    if args.print_config {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    let config = build_config(&args)?;
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), cluster_id = broker.cluster_id, "tern broker started");
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(broker.clone().run_background_tasks());
+    let server = tokio::spawn(tern_broker::serve(listener, broker.clone(), shutdown_rx));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = server.await;
+    background.abort();
+    tokio::task::spawn_blocking(move || broker.shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
