@@ -1,5 +1,7 @@
 //! The `tern` binary: the broker (`tern serve`) and the command-line tools.
 
+mod bench;
+mod cli_client;
 mod serve;
 
 use anyhow::Result;
@@ -16,6 +18,16 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Serve(serve::ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(cli_client::TopicCommand),
+    /// Produce records read from stdin, one per line.
+    Produce(cli_client::ProduceArgs),
+    /// Consume records and print them.
+    Consume(cli_client::ConsumeArgs),
+    /// Measure throughput and latency against a running broker.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> Result<()> {
@@ -28,6 +40,10 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Topic(cmd) => cli_client::topic(cmd).await,
+            Command::Produce(args) => cli_client::produce(args).await,
+            Command::Consume(args) => cli_client::consume(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
         }
     })
 }
