@@ -119,3 +119,9 @@ pub struct ReadResult {
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StorageError {
     StorageError::Io { path: path.to_path_buf(), source }
 }
+
+#[allow(dead_code)]
+fn assert_log_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Log>();
+}

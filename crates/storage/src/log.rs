@@ -131,6 +131,11 @@ impl Log {
         }
         let leo = segments.last().unwrap().next_offset();
         let log_start = start_ckpt.max(segments[0].base_offset).min(leo);
+        // Segments wholly below the log start (a crash between checkpoint and deletion).
+        while segments.len() > 1 && segments[1].base_offset <= log_start {
+            let seg = segments.remove(0);
+            seg.delete_files().map_err(|e| io_err(&seg.log_path, e))?;
+        }
         let mut epochs = EpochCache::load(dir);
         epochs.truncate_from_end(leo)?;
         epochs.truncate_from_start(log_start)?;

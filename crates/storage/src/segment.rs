@@ -189,6 +189,9 @@ impl Segment {
         if end != len || (len > 0 && next == self.base_offset) {
             return Ok(false);
         }
+        if st.time_index.last().is_some_and(|(_, rel)| self.base_offset + rel as i64 >= next) {
+            return Ok(false);
+        }
         st.first_batch_ts = if len > 0 { self.read_header(0)?.map(|h| h.max_timestamp) } else { None };
         st.bytes_since_index = (len - tail_start) as usize;
         st.max_ts = max_ts;
