@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
-use kafka_protocol::protocol::Decodable;
-use kafka_protocol::protocol::Encodable;
+#[cfg(test)]
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -174,4 +175,80 @@ fn encode_response(
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ApiVersionsRequest;
+    use proptest::prelude::*;
+
+    fn frame(api_key: i16, version: i16, body: &[u8]) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i16(api_key);
+        b.put_i16(version);
+        b.put_i32(7);
+        b.put_i16(-1); // null client id
+        b.put_slice(body);
+        b.freeze()
+    }
+
+    proptest! {
+        #[test]
+        fn random_frames_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame(Bytes::from(data));
+        }
+
+        #[test]
+        fn random_bodies_of_every_supported_api_never_panic(
+            index in 0..handlers::SUPPORTED.len(),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let (key, min, max) = handlers::SUPPORTED[index];
+            for version in min..=max {
+                let _ = decode_frame(frame(key as i16, version, &body));
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_api_key_and_version_are_errors() {
+        assert!(decode_frame(frame(9999, 0, &[])).is_err());
+        assert!(decode_frame(frame(ApiKey::Produce as i16, 99, &[])).is_err());
+        assert!(matches!(
+            decode_frame(frame(ApiKey::ApiVersions as i16, 99, &[])),
+            Ok(DecodedFrame::UnsupportedApiVersions { correlation_id: 7 })
+        ));
+    }
+
+    #[test]
+    fn api_versions_v3_response_omits_default_tagged_fields() {
+        // librdkafka 2.0.2 mis-parses default-valued tagged fields in ApiVersions v3+ responses;
+        // Kafka omits them, so the body must end in a zero tagged-field count.
+        let response = kafka_protocol::messages::ResponseKind::ApiVersions(handlers::api_versions::handle());
+        let encoded = encode_response(ApiKey::ApiVersions, 3, 1, &response).unwrap();
+        assert_eq!(encoded.last(), Some(&0u8));
+        // The whole response: size, correlation id, error code, api keys, throttle, tags.
+        let n = handlers::SUPPORTED.len();
+        assert_eq!(encoded.len(), 4 + 4 + 2 + 1 + n * (6 + 1) + 4 + 1);
+    }
+
+    #[test]
+    fn api_versions_request_v3_decodes() {
+        let mut body = BytesMut::new();
+        ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1"))
+            .encode(&mut body, 3)
+            .unwrap();
+        let mut f = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::ApiVersions as i16)
+            .with_request_api_version(3)
+            .with_correlation_id(5)
+            .encode(&mut f, 2)
+            .unwrap();
+        f.extend_from_slice(&body);
+        assert!(matches!(decode_frame(f.freeze()), Ok(DecodedFrame::Request(h, _)) if h.correlation_id == 5));
+    }
 }
