@@ -68,6 +68,7 @@ def test_list_offsets_every_advertised_version(broker):
     for i in range(3):
         p.produce(topic, value=b"v%d" % i, partition=0, timestamp=base + i)
     assert p.flush(30) == 0
+    del p
 
     lo, hi = advertised(broker)[API_LIST_OFFSETS]
     failures = []
