@@ -111,7 +111,10 @@ async fn run(args: &ConsumeArgs, out: &mut impl Write, count: &mut u64) -> Resul
     tokio::pin!(ctrl_c);
     let mut last_record = Instant::now();
     let mut line = Vec::with_capacity(1024);
-    while args.max_messages.map_or(true, |m| *count < m) {
+    loop {
+        if args.max_messages.is_some_and(|m| *count >= m) {
+            break;
+        }
         let records = tokio::select! {
             r = consumer.poll() => r.with_context(|| format!("fetching from {}", args.topic))?,
             _ = &mut ctrl_c => break,

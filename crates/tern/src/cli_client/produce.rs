@@ -44,6 +44,9 @@ pub struct ProduceArgs {
     /// Header added to every record, e.g. --header source=cli (repeatable).
     #[arg(long = "header", value_name = "KEY=VALUE", value_parser = key_value)]
     headers: Vec<(String, String)>,
+    /// Target size of one partition's batch, in bytes before compression.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    batch_size: usize,
     /// Most records awaiting acknowledgement at once; reading stdin pauses beyond this.
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     max_pending: usize,
@@ -169,6 +172,11 @@ pub async fn produce(args: ProduceArgs) -> Result<()> {
         acks: args.acks,
         linger: Duration::from_millis(args.linger_ms),
         compression: args.compression.into(),
+        batch_size: args.batch_size.max(1),
+        // With several Produce requests in flight, tern-client can put a partition's batches on
+        // the wire out of order (each request is encoded and enqueued by its own task). Lines
+        // must keep their order, so one request at a time, made of larger batches.
+        max_in_flight: 1,
         ..ProducerConfig::default()
     })
     .await
