@@ -83,10 +83,7 @@ impl Admin {
     /// Connects with explicit settings.
     pub async fn with_config(config: ClusterConfig) -> Result<Self> {
         let timeout = config.request_timeout;
-        Ok(Admin {
-            cluster: Cluster::connect(config).await?,
-            timeout,
-        })
+        Ok(Admin { cluster: Cluster::connect(config).await?, timeout })
     }
 
     /// The underlying cluster handle.
@@ -136,12 +133,7 @@ impl Admin {
     pub async fn delete_topics(&self, topics: &[&str]) -> Result<()> {
         let req = DeleteTopicsRequest::default()
             .with_topic_names(topics.iter().map(|t| name(t)).collect())
-            .with_topics(
-                topics
-                    .iter()
-                    .map(|t| DeleteTopicState::default().with_name(Some(name(t))))
-                    .collect(),
-            )
+            .with_topics(topics.iter().map(|t| DeleteTopicState::default().with_name(Some(name(t)))).collect())
             .with_timeout_ms(self.timeout_ms());
         let resp = self.cluster.controller().await?.send(&req).await?;
         for r in &resp.responses {
@@ -154,8 +146,7 @@ impl Admin {
     /// All topics with partitions, leaders, replicas, ISR and ids.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
         self.cluster.refresh_metadata(None).await?;
-        let mut v: Vec<TopicInfo> =
-            self.cluster.with_metadata(|m| m.topics.values().map(|t| (**t).clone()).collect());
+        let mut v: Vec<TopicInfo> = self.cluster.with_metadata(|m| m.topics.values().map(|t| (**t).clone()).collect());
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
     }
@@ -171,9 +162,10 @@ impl Admin {
         names
             .iter()
             .map(|n| {
-                self.cluster.topic(n).map(|t| (*t).clone()).ok_or_else(|| {
-                    Error::from_code(3, Some(n), None, None).expect("non-zero")
-                })
+                self.cluster
+                    .topic(n)
+                    .map(|t| (*t).clone())
+                    .ok_or_else(|| Error::from_code(3, Some(n), None, None).expect("non-zero"))
             })
             .collect()
     }
@@ -191,8 +183,7 @@ impl Admin {
             .find(|r| r.resource_name.as_str() == topic)
             .ok_or_else(|| Error::Protocol(format!("DescribeConfigs response lacks {topic}")))?;
         check(r.error_code, topic, None, &r.error_message)?;
-        Ok(r
-            .configs
+        Ok(r.configs
             .into_iter()
             .map(|c| ConfigEntry {
                 name: c.name.to_string(),
@@ -210,14 +201,12 @@ impl Admin {
         let configs = ops
             .iter()
             .map(|op| match op {
-                ConfigOp::Set(k, v) => AlterableConfig::default()
-                    .with_name(s(k))
-                    .with_config_operation(0)
-                    .with_value(Some(s(v))),
-                ConfigOp::Delete(k) => AlterableConfig::default()
-                    .with_name(s(k))
-                    .with_config_operation(1)
-                    .with_value(None),
+                ConfigOp::Set(k, v) => {
+                    AlterableConfig::default().with_name(s(k)).with_config_operation(0).with_value(Some(s(v)))
+                }
+                ConfigOp::Delete(k) => {
+                    AlterableConfig::default().with_name(s(k)).with_config_operation(1).with_value(None)
+                }
             })
             .collect();
         let req = IncrementalAlterConfigsRequest::default()
@@ -256,9 +245,7 @@ impl Admin {
             None => return Err(Error::Config("list_offsets needs earliest, latest or a timestamp".into())),
         };
         let mut r = list_offsets(&self.cluster, vec![(topic.to_owned(), partition, ts)], 0).await?;
-        r.pop()
-            .map(|(_, _, r)| r)
-            .unwrap_or_else(|| Err(Error::Protocol("empty ListOffsets result".into())))
+        r.pop().map(|(_, _, r)| r).unwrap_or_else(|| Err(Error::Protocol("empty ListOffsets result".into())))
     }
 
     /// Deletes records before `before_offset` (-1 = high watermark); returns the new low watermark.
@@ -268,13 +255,12 @@ impl Admin {
             self.cluster.refresh_metadata(Some(&[topic.to_owned()])).await?;
             leader = self.cluster.topic(topic).and_then(|t| t.leader(partition));
         }
-        let leader = leader.ok_or_else(|| Error::from_code(3, Some(topic), Some(partition), None).expect("non-zero"))?;
+        let leader =
+            leader.ok_or_else(|| Error::from_code(3, Some(topic), Some(partition), None).expect("non-zero"))?;
         let req = DeleteRecordsRequest::default()
-            .with_topics(vec![DeleteRecordsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![DeleteRecordsPartition::default()
-                    .with_partition_index(partition)
-                    .with_offset(before_offset)])])
+            .with_topics(vec![DeleteRecordsTopic::default().with_name(name(topic)).with_partitions(vec![
+                DeleteRecordsPartition::default().with_partition_index(partition).with_offset(before_offset),
+            ])])
             .with_timeout_ms(self.timeout_ms());
         let resp = self.cluster.broker(leader).await?.send(&req).await?;
         let p = resp
@@ -290,13 +276,9 @@ impl Admin {
 
     /// Cluster id, controller and brokers.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
-        let resp = self
-            .cluster
-            .any_connection()
-            .await?
-            .send(&DescribeClusterRequest::default())
-            .await?;
-        if let Some(e) = Error::from_code(resp.error_code, None, None, resp.error_message.as_ref().map(|m| m.as_str())) {
+        let resp = self.cluster.any_connection().await?.send(&DescribeClusterRequest::default()).await?;
+        if let Some(e) = Error::from_code(resp.error_code, None, None, resp.error_message.as_ref().map(|m| m.as_str()))
+        {
             return Err(e);
         }
         Ok(ClusterDescription {

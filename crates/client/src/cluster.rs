@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use uuid::Uuid;
 
 use crate::connection::Connection;
@@ -56,11 +56,7 @@ pub struct TopicInfo {
 impl TopicInfo {
     /// Leader of `partition`, if known.
     pub fn leader(&self, partition: i32) -> Option<i32> {
-        self.partitions
-            .iter()
-            .find(|p| p.id == partition)
-            .map(|p| p.leader)
-            .filter(|&l| l >= 0)
+        self.partitions.iter().find(|p| p.id == partition).map(|p| p.leader).filter(|&l| l >= 0)
     }
 }
 
@@ -92,9 +88,7 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("bootstrap", &self.config.bootstrap)
-            .finish()
+        f.debug_struct("Cluster").field("bootstrap", &self.config.bootstrap).finish()
     }
 }
 
@@ -126,12 +120,7 @@ impl Cluster {
 
     /// Cached metadata for `topic`.
     pub fn topic(&self, topic: &str) -> Option<Arc<TopicInfo>> {
-        self.metadata
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .topics
-            .get(topic)
-            .cloned()
+        self.metadata.read().unwrap_or_else(|e| e.into_inner()).topics.get(topic).cloned()
     }
 
     /// Runs `f` over the cached metadata without cloning it.
@@ -147,13 +136,8 @@ impl Cluster {
         }
         let mut last_err = None;
         let known: Vec<String> = self.with_metadata(|m| m.brokers.values().map(|b| b.addr()).collect());
-        let candidates = self
-            .config
-            .bootstrap
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .chain(known);
+        let candidates =
+            self.config.bootstrap.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).chain(known);
         for addr in candidates {
             match Connection::connect(&addr, &self.config.client_id, self.config.request_timeout).await {
                 Ok(c) => {
@@ -207,17 +191,12 @@ impl Cluster {
     }
 
     /// Like [`Cluster::refresh_metadata`], optionally letting the broker auto-create topics.
-    pub async fn fetch_metadata(
-        &self,
-        topics: Option<&[String]>,
-        allow_auto_create: bool,
-    ) -> Result<MetadataResponse> {
+    pub async fn fetch_metadata(&self, topics: Option<&[String]>, allow_auto_create: bool) -> Result<MetadataResponse> {
         let req = MetadataRequest::default()
             .with_topics(topics.map(|ts| {
                 ts.iter()
                     .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
                     })
                     .collect()
             }))

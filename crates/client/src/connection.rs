@@ -71,9 +71,7 @@ pub fn encode_frame<R: ClientRequest>(req: &R, version: i16, client_id: &str) ->
         .map_err(Error::protocol)?;
     let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
-    header
-        .encode(&mut buf, header_version)
-        .map_err(Error::protocol)?;
+    header.encode(&mut buf, header_version).map_err(Error::protocol)?;
     req.encode(&mut buf, version).map_err(Error::protocol)?;
     debug_assert_eq!(buf.len(), 4 + size);
     Ok(buf)
@@ -119,9 +117,7 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("addr", &self.inner.addr)
-            .finish()
+        f.debug_struct("Connection").field("addr", &self.inner.addr).finish()
     }
 }
 
@@ -139,25 +135,13 @@ impl<T: Decodable> PendingResponse<T> {
     /// Waits for the response and decodes it.
     pub async fn wait(self) -> Result<T> {
         let body = match tokio::time::timeout(self.timeout, self.rx).await {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    api: self.api,
-                    broker: self.broker,
-                })
-            }
-            Ok(Err(_)) => {
-                return Err(Error::ConnectionClosed {
-                    broker: self.broker,
-                })
-            }
+            Err(_) => return Err(Error::Timeout { api: self.api, broker: self.broker }),
+            Ok(Err(_)) => return Err(Error::ConnectionClosed { broker: self.broker }),
             Ok(Ok(r)) => r?,
         };
         let mut body = body;
         T::decode(&mut body, self.version).map_err(|e| {
-            Error::Protocol(format!(
-                "decoding {:?} v{} response from {}: {e}",
-                self.api, self.version, self.broker
-            ))
+            Error::Protocol(format!("decoding {:?} v{} response from {}: {e}", self.api, self.version, self.broker))
         })
     }
 }
@@ -167,10 +151,7 @@ impl Connection {
     pub async fn connect(addr: &str, client_id: &str, request_timeout: Duration) -> Result<Self> {
         let stream = tokio::time::timeout(request_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| Error::Timeout {
-                api: ApiKey::ApiVersions,
-                broker: addr.to_owned(),
-            })?
+            .map_err(|_| Error::Timeout { api: ApiKey::ApiVersions, broker: addr.to_owned() })?
             .map_err(|e| Error::io(addr, e))?;
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
@@ -191,9 +172,7 @@ impl Connection {
             }),
         };
         let versions = conn.negotiate().await?;
-        Arc::get_mut(&mut conn.inner)
-            .expect("connection not shared during setup")
-            .versions = versions;
+        Arc::get_mut(&mut conn.inner).expect("connection not shared during setup").versions = versions;
         Ok(conn)
     }
 
@@ -242,30 +221,16 @@ impl Connection {
 
     /// The negotiated version for `R`, or an `UnsupportedVersion` error.
     pub fn version_of<R: ClientRequest>(&self) -> Result<i16> {
-        self.version(R::KEY).ok_or_else(|| Error::UnsupportedVersion {
-            api: R::KEY,
-            broker: self.inner.addr.clone(),
-        })
+        self.version(R::KEY).ok_or_else(|| Error::UnsupportedVersion { api: R::KEY, broker: self.inner.addr.clone() })
     }
 
     /// Queues `req` at `version` for sending now and returns a handle to await its response.
     /// Requests queued on one connection are written in call order.
-    pub fn enqueue<R: ClientRequest>(
-        &self,
-        req: &R,
-        version: i16,
-    ) -> Result<PendingResponse<R::Response>> {
+    pub fn enqueue<R: ClientRequest>(&self, req: &R, version: i16) -> Result<PendingResponse<R::Response>> {
         let frame = encode_frame(req, version, &self.inner.client_id)?;
         let (tx, rx) = oneshot::channel();
-        let reply = Reply {
-            api: R::KEY,
-            version,
-            tx,
-        };
-        self.push(Outgoing {
-            frame,
-            reply: Some(reply),
-        })?;
+        let reply = Reply { api: R::KEY, version, tx };
+        self.push(Outgoing { frame, reply: Some(reply) })?;
         Ok(PendingResponse {
             rx,
             api: R::KEY,
@@ -284,13 +249,9 @@ impl Connection {
 
     fn push(&self, out: Outgoing) -> Result<()> {
         if !self.is_alive() {
-            return Err(Error::ConnectionClosed {
-                broker: self.inner.addr.clone(),
-            });
+            return Err(Error::ConnectionClosed { broker: self.inner.addr.clone() });
         }
-        self.inner.tx.send(out).map_err(|_| Error::ConnectionClosed {
-            broker: self.inner.addr.clone(),
-        })
+        self.inner.tx.send(out).map_err(|_| Error::ConnectionClosed { broker: self.inner.addr.clone() })
     }
 
     /// Sends `req` at the negotiated version and waits for the response.
@@ -342,10 +303,7 @@ async fn write_loop(
             out.frame[8..12].copy_from_slice(&id.to_be_bytes());
             if let Some(reply) = out.reply.take() {
                 // Registered before writing, so the reader always knows what it is waiting for.
-                let _ = pending.send(Pending {
-                    correlation_id: id,
-                    reply,
-                });
+                let _ = pending.send(Pending { correlation_id: id, reply });
             }
             if let Err(e) = wr.write_all(&out.frame).await {
                 tracing::debug!(broker = %addr, error = %e, "write failed");
@@ -377,9 +335,7 @@ async fn read_loop(
             Ok(n) if n >= 4 => n as usize,
             Ok(n) => break Error::Protocol(format!("bad frame length {n} from {addr}")),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break Error::ConnectionClosed {
-                    broker: addr.clone(),
-                }
+                break Error::ConnectionClosed { broker: addr.clone() }
             }
             Err(e) => break Error::io(&addr, e),
         };

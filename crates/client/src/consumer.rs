@@ -124,13 +124,7 @@ impl Consumer {
             request_timeout: config.request_timeout + config.fetch_max_wait,
         })
         .await?;
-        Ok(Consumer {
-            cluster,
-            config,
-            parts: Vec::new(),
-            inflight: Vec::new(),
-            refresh: true,
-        })
+        Ok(Consumer { cluster, config, parts: Vec::new(), inflight: Vec::new(), refresh: true })
     }
 
     /// The cluster handle this consumer uses.
@@ -180,18 +174,12 @@ impl Consumer {
 
     /// The next offset to be returned for a partition, once resolved.
     pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.parts
-            .iter()
-            .find(|p| &*p.topic == topic && p.partition == partition)
-            .and_then(|p| p.position)
+        self.parts.iter().find(|p| &*p.topic == topic && p.partition == partition).and_then(|p| p.position)
     }
 
     /// The high watermark seen in the last fetch for a partition (-1 before any).
     pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.parts
-            .iter()
-            .find(|p| &*p.topic == topic && p.partition == partition)
-            .map(|p| p.high_watermark)
+        self.parts.iter().find(|p| &*p.topic == topic && p.partition == partition).map(|p| p.high_watermark)
     }
 
     /// Fetches the next records from all assigned partitions. May return an empty batch when
@@ -267,11 +255,7 @@ impl Consumer {
         }
         let results = list_offsets(&self.cluster, todo, self.config.isolation_level).await?;
         for (topic, partition, r) in results {
-            let Some(p) = self
-                .parts
-                .iter_mut()
-                .find(|p| *p.topic == *topic && p.partition == partition)
-            else {
+            let Some(p) = self.parts.iter_mut().find(|p| *p.topic == *topic && p.partition == partition) else {
                 continue;
             };
             match r {
@@ -344,12 +328,7 @@ impl Consumer {
                 .with_session_epoch(-1)
                 .with_topics(topics);
             let pending = conn.enqueue(&req, version)?;
-            self.inflight.push(InflightFetch {
-                node,
-                pending,
-                partitions,
-                ids,
-            });
+            self.inflight.push(InflightFetch { node, pending, partitions, ids });
         }
         Ok(())
     }
@@ -415,11 +394,7 @@ impl Consumer {
                                 timestamp: r.timestamp,
                                 key: r.key,
                                 value: r.value,
-                                headers: r
-                                    .headers
-                                    .into_iter()
-                                    .map(|(k, v)| (k.to_string(), v))
-                                    .collect(),
+                                headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
                             });
                         }
                     }
@@ -468,9 +443,7 @@ pub(crate) async fn list_offsets(
         let conn = cluster.broker(node).await?;
         let mut topics: Vec<ListOffsetsTopic> = Vec::new();
         for (t, p, ts) in &items {
-            let part = ListOffsetsPartition::default()
-                .with_partition_index(*p)
-                .with_timestamp(*ts);
+            let part = ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(*ts);
             match topics.iter_mut().find(|x| x.name.0.as_str() == t) {
                 Some(x) => x.partitions.push(part),
                 None => topics.push(

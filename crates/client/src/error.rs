@@ -35,12 +35,7 @@ pub enum Error {
     UnsupportedVersion { api: ApiKey, broker: String },
     /// The broker answered with a Kafka error code.
     #[error("{}", format_kafka(.code, .topic, .partition, .message))]
-    Kafka {
-        code: ResponseError,
-        topic: Option<String>,
-        partition: Option<i32>,
-        message: Option<String>,
-    },
+    Kafka { code: ResponseError, topic: Option<String>, partition: Option<i32>, message: Option<String> },
     /// No broker could be reached or none is known for the request.
     #[error("no broker available: {0}")]
     NoBroker(String),
@@ -54,12 +49,7 @@ pub enum Error {
 
 impl Error {
     /// Builds a [`Error::Kafka`] from a non-zero error code; `None` for code 0.
-    pub fn from_code(
-        code: i16,
-        topic: Option<&str>,
-        partition: Option<i32>,
-        message: Option<&str>,
-    ) -> Option<Self> {
+    pub fn from_code(code: i16, topic: Option<&str>, partition: Option<i32>, message: Option<&str>) -> Option<Self> {
         ResponseError::try_from_code(code).map(|code| Error::Kafka {
             code,
             topic: topic.map(str::to_owned),
@@ -113,10 +103,7 @@ impl Error {
     }
 
     pub(crate) fn io(broker: &str, e: std::io::Error) -> Self {
-        Error::Io {
-            broker: broker.to_owned(),
-            source: Arc::new(e),
-        }
+        Error::Io { broker: broker.to_owned(), source: Arc::new(e) }
     }
 }
 
@@ -161,10 +148,7 @@ mod tests {
 
     #[test]
     fn names_are_java_style() {
-        assert_eq!(
-            error_name(ResponseError::NotLeaderOrFollower),
-            "NOT_LEADER_OR_FOLLOWER"
-        );
+        assert_eq!(error_name(ResponseError::NotLeaderOrFollower), "NOT_LEADER_OR_FOLLOWER");
         assert_eq!(error_name(ResponseError::OffsetOutOfRange), "OFFSET_OUT_OF_RANGE");
         let e = Error::from_code(36, Some("t"), None, Some("exists")).unwrap();
         assert_eq!(e.to_string(), "TOPIC_ALREADY_EXISTS (36) for topic t: exists");

@@ -78,10 +78,7 @@ impl Rng {
             y ^= y << 13;
             y ^= y >> 7;
             y ^= y << 17;
-            match self
-                .0
-                .compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.0.compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return y,
                 Err(cur) => x = cur,
             }
@@ -102,10 +99,7 @@ pub struct DefaultPartitioner {
 
 impl Default for DefaultPartitioner {
     fn default() -> Self {
-        DefaultPartitioner {
-            sticky: Mutex::new(HashMap::new()),
-            rng: Rng::new(),
-        }
+        DefaultPartitioner { sticky: Mutex::new(HashMap::new()), rng: Rng::new() }
     }
 }
 
@@ -162,9 +156,7 @@ impl Partitioner for RoundRobinPartitioner {
     fn partition(&self, _topic: &str, key: Option<&[u8]>, num_partitions: i32) -> i32 {
         match key {
             Some(k) => key_partition(k, num_partitions),
-            None => {
-                (self.counter.fetch_add(1, Ordering::Relaxed) % num_partitions.max(1) as u64) as i32
-            }
+            None => (self.counter.fetch_add(1, Ordering::Relaxed) % num_partitions.max(1) as u64) as i32,
         }
     }
 }
@@ -181,10 +173,7 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58897971,
-            ),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
             (b"abc", 479470107),
         ];
         for (input, want) in cases {

@@ -4,8 +4,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
 
 use crate::error::{Error, Result};
@@ -26,10 +26,7 @@ pub(crate) fn producer_record(
     let headers = if headers.is_empty() {
         IndexMap::new()
     } else {
-        headers
-            .into_iter()
-            .map(|(k, v)| (StrBytes::from_string(k), v))
-            .collect()
+        headers.into_iter().map(|(k, v)| (StrBytes::from_string(k), v)).collect()
     };
     Record {
         transactional: false,
@@ -51,16 +48,9 @@ pub(crate) fn producer_record(
 }
 
 /// Encodes `records` (offsets 0..n) as exactly one v2 batch.
-pub(crate) fn encode_batch(
-    records: &[Record],
-    compression: Compression,
-    size_hint: usize,
-) -> Result<Bytes> {
+pub(crate) fn encode_batch(records: &[Record], compression: Compression, size_hint: usize) -> Result<Bytes> {
     let mut buf = BytesMut::with_capacity(size_hint + BATCH_OVERHEAD);
-    let opts = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
+    let opts = RecordEncodeOptions { version: 2, compression };
     RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).map_err(Error::protocol)?;
     Ok(buf.freeze())
 }
@@ -136,13 +126,7 @@ mod tests {
 
     #[test]
     fn roundtrip_all_compressions() {
-        for c in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
             let recs = sample(50);
             let mut bytes = BytesMut::new();
             let one = encode_batch(&recs, c, 1024).unwrap();

@@ -30,12 +30,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     pub fn new(topic: Arc<str>, partition: i32) -> Arc<Self> {
-        Arc::new(Outcome {
-            topic,
-            partition,
-            result: OnceLock::new(),
-            wakers: Mutex::new(Vec::new()),
-        })
+        Arc::new(Outcome { topic, partition, result: OnceLock::new(), wakers: Mutex::new(Vec::new()) })
     }
 
     /// Sets the result once; later calls are ignored. Returns whether this call completed it.
@@ -69,11 +64,7 @@ pub(crate) type Placement = Result<(Arc<Outcome>, u32)>;
 enum State {
     Done(Option<Result<RecordMetadata>>),
     Placing(oneshot::Receiver<Placement>),
-    Waiting {
-        outcome: Arc<Outcome>,
-        index: u32,
-        slot: Option<usize>,
-    },
+    Waiting { outcome: Arc<Outcome>, index: u32, slot: Option<usize> },
 }
 
 /// Resolves when the broker acknowledged (or finally rejected) one record.
@@ -87,28 +78,15 @@ pub struct DeliveryFuture {
 
 impl DeliveryFuture {
     pub(crate) fn failed(e: Error) -> Self {
-        DeliveryFuture {
-            state: State::Done(Some(Err(e))),
-            timestamp: -1,
-        }
+        DeliveryFuture { state: State::Done(Some(Err(e))), timestamp: -1 }
     }
 
     pub(crate) fn waiting(outcome: Arc<Outcome>, index: u32, timestamp: i64) -> Self {
-        DeliveryFuture {
-            state: State::Waiting {
-                outcome,
-                index,
-                slot: None,
-            },
-            timestamp,
-        }
+        DeliveryFuture { state: State::Waiting { outcome, index, slot: None }, timestamp }
     }
 
     pub(crate) fn placing(rx: oneshot::Receiver<Placement>, timestamp: i64) -> Self {
-        DeliveryFuture {
-            state: State::Placing(rx),
-            timestamp,
-        }
+        DeliveryFuture { state: State::Placing(rx), timestamp }
     }
 }
 
@@ -122,21 +100,11 @@ impl Future for DeliveryFuture {
                 State::Done(r) => return Poll::Ready(r.take().unwrap_or(Err(Error::Closed))),
                 State::Placing(rx) => match Pin::new(rx).poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(Ok((outcome, index)))) => {
-                        this.state = State::Waiting {
-                            outcome,
-                            index,
-                            slot: None,
-                        }
-                    }
+                    Poll::Ready(Ok(Ok((outcome, index)))) => this.state = State::Waiting { outcome, index, slot: None },
                     Poll::Ready(Ok(Err(e))) => this.state = State::Done(Some(Err(e))),
                     Poll::Ready(Err(_)) => this.state = State::Done(Some(Err(Error::Closed))),
                 },
-                State::Waiting {
-                    outcome,
-                    index,
-                    slot,
-                } => {
+                State::Waiting { outcome, index, slot } => {
                     if let Some(r) = outcome.metadata(*index, this.timestamp) {
                         return Poll::Ready(r);
                     }

@@ -97,11 +97,7 @@ pub struct ProducerRecord {
 impl ProducerRecord {
     /// A keyless record with `value`.
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        ProducerRecord {
-            topic: topic.into(),
-            value: Some(value.into()),
-            ..Default::default()
-        }
+        ProducerRecord { topic: topic.into(), value: Some(value.into()), ..Default::default() }
     }
 
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
@@ -128,11 +124,7 @@ impl ProducerRecord {
         RECORD_OVERHEAD
             + self.key.as_ref().map_or(0, |k| k.len())
             + self.value.as_ref().map_or(0, |v| v.len())
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 4)
-                .sum::<usize>()
+            + self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 4).sum::<usize>()
     }
 }
 
@@ -219,17 +211,12 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer")
-            .field("config", &self.shared.config)
-            .finish()
+        f.debug_struct("Producer").field("config", &self.shared.config).finish()
     }
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Producer {
@@ -255,10 +242,7 @@ impl Producer {
             idle: Notify::new(),
         });
         let sender = tokio::spawn(sender::run(shared.clone()));
-        Ok(Producer {
-            shared,
-            sender: Some(sender),
-        })
+        Ok(Producer { shared, sender: Some(sender) })
     }
 
     /// The cluster handle this producer uses (metadata, connections).
@@ -358,19 +342,11 @@ fn append(
                 record.topic
             )))
         }
-        None => cfg
-            .partitioner
-            .partition(&record.topic, record.key.as_deref(), num_partitions),
+        None => cfg.partitioner.partition(&record.topic, record.key.as_deref(), num_partitions),
     };
-    let tq = st
-        .topics
-        .get_mut(record.topic.as_str())
-        .expect("caller checked topic is known");
-    let full = |q: &PartQueue| {
-        q.open
-            .as_ref()
-            .is_some_and(|b| !b.records.is_empty() && b.bytes + size > cfg.batch_size)
-    };
+    let tq = st.topics.get_mut(record.topic.as_str()).expect("caller checked topic is known");
+    let full =
+        |q: &PartQueue| q.open.as_ref().is_some_and(|b| !b.records.is_empty() && b.bytes + size > cfg.batch_size);
     if full(&tq.parts[partition as usize]) {
         close_open(cfg, tq, partition);
         if keyless {
@@ -394,13 +370,7 @@ fn append(
         }
     });
     let index = batch.records.len() as u32;
-    batch.records.push(producer_record(
-        index as i32,
-        timestamp,
-        record.key,
-        record.value,
-        record.headers,
-    ));
+    batch.records.push(producer_record(index as i32, timestamp, record.key, record.value, record.headers));
     batch.bytes += size;
     let outcome = batch.outcome.clone();
     if opened {
@@ -424,7 +394,6 @@ pub(crate) fn close_open(cfg: &ProducerConfig, tq: &mut TopicQueues, partition: 
             attempts: 0,
             retry_at: None,
         });
-        cfg.partitioner
-            .on_new_batch(&tq.name, tq.num_partitions, partition);
+        cfg.partitioner.on_new_batch(&tq.name, tq.num_partitions, partition);
     }
 }

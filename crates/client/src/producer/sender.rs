@@ -26,10 +26,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
     loop {
         let (want_refresh, closed_and_idle) = {
             let st = shared.lock();
-            (
-                st.refresh_metadata || !st.pending.is_empty(),
-                st.closed && st.incomplete == 0,
-            )
+            (st.refresh_metadata || !st.pending.is_empty(), st.closed && st.incomplete == 0)
         };
         if closed_and_idle {
             return;
@@ -45,6 +42,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
         }
         place_pending(&shared);
+        {
+            let st = shared.lock();
+            if st.refresh_metadata || !st.pending.is_empty() {
+                // Poll metadata again after the backoff; nothing else would wake us.
+                next_wake = min_opt(next_wake, last_refresh.map(|t| t + backoff));
+            }
+        }
         let (requests, wake) = drain(&shared, &mut permits);
         next_wake = min_opt(next_wake, wake);
         for (node, batches, permit) in requests {
@@ -157,10 +161,7 @@ type Request = (i32, Vec<InFlight>, OwnedSemaphorePermit);
 
 /// Closes lingering batches and takes at most one ready batch per partition into per-leader
 /// requests, while permits last. Returns the requests and when to look again.
-fn drain(
-    shared: &Shared,
-    permits: &mut HashMap<i32, Arc<Semaphore>>,
-) -> (Vec<Request>, Option<Instant>) {
+fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Request>, Option<Instant>) {
     let cfg = &shared.config;
     let now = Instant::now();
     let mut st = shared.lock();
@@ -196,9 +197,7 @@ fn drain(
                 continue;
             }
             if !requests.contains_key(&leader) {
-                let sem = permits
-                    .entry(leader)
-                    .or_insert_with(|| Arc::new(Semaphore::new(cfg.max_in_flight)));
+                let sem = permits.entry(leader).or_insert_with(|| Arc::new(Semaphore::new(cfg.max_in_flight)));
                 match sem.clone().try_acquire_owned() {
                     Ok(permit) => {
                         requests.insert(leader, (Vec::new(), 0, permit));
@@ -217,11 +216,7 @@ fn drain(
             }
             let batch = q.ready.pop_front().expect("front exists");
             *bytes += batch.bytes;
-            batches.push(InFlight {
-                topic: tq.name.clone(),
-                partition: p as i32,
-                batch,
-            });
+            batches.push(InFlight { topic: tq.name.clone(), partition: p as i32, batch });
             if !q.ready.is_empty() {
                 // More for this partition: go round again once this request is queued.
                 next_wake = Some(now);
@@ -240,12 +235,7 @@ fn drain(
     (out, next_wake)
 }
 
-async fn produce(
-    shared: Arc<Shared>,
-    node: i32,
-    mut batches: Vec<InFlight>,
-    permit: OwnedSemaphorePermit,
-) {
+async fn produce(shared: Arc<Shared>, node: i32, mut batches: Vec<InFlight>, permit: OwnedSemaphorePermit) {
     let cfg = &shared.config;
     let conn = match shared.cluster.broker(node).await {
         Ok(c) => c,
@@ -282,17 +272,13 @@ async fn produce(
             }
         }
         let idx = *topic_index.entry(b.topic.clone()).or_insert_with(|| {
-            topic_data.push(
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(b.topic.to_string()))),
-            );
+            topic_data
+                .push(TopicProduceData::default().with_name(TopicName(StrBytes::from_string(b.topic.to_string()))));
             topic_data.len() - 1
         });
-        topic_data[idx].partition_data.push(
-            PartitionProduceData::default()
-                .with_index(b.partition)
-                .with_records(b.batch.encoded.clone()),
-        );
+        topic_data[idx]
+            .partition_data
+            .push(PartitionProduceData::default().with_index(b.partition).with_records(b.batch.encoded.clone()));
         sendable.push(b);
     }
     if sendable.is_empty() {
@@ -339,28 +325,15 @@ async fn produce(
             let mut retry = Vec::new();
             for b in sendable {
                 let Some(p) = by_tp.get(&(&*b.topic, b.partition)) else {
-                    let e = Error::Protocol(format!(
-                        "produce response lacks {}-{}",
-                        b.topic, b.partition
-                    ));
+                    let e = Error::Protocol(format!("produce response lacks {}-{}", b.topic, b.partition));
                     shared.batch_done(&b.batch.outcome, Err(e));
                     continue;
                 };
-                let msg = p
-                    .error_message
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .or_else(|| {
-                        p.record_errors
-                            .first()
-                            .and_then(|r| r.batch_index_error_message.as_ref())
-                            .map(|m| m.to_string())
-                    });
+                let msg = p.error_message.as_ref().map(|m| m.to_string()).or_else(|| {
+                    p.record_errors.first().and_then(|r| r.batch_index_error_message.as_ref()).map(|m| m.to_string())
+                });
                 match Error::from_code(p.error_code, Some(&b.topic), Some(b.partition), msg.as_deref()) {
-                    None => shared.batch_done(
-                        &b.batch.outcome,
-                        Ok((p.base_offset, p.log_append_time_ms)),
-                    ),
+                    None => shared.batch_done(&b.batch.outcome, Ok((p.base_offset, p.log_append_time_ms))),
                     Some(e) => retry.push((b, e)),
                 }
             }
@@ -393,10 +366,7 @@ fn retry_one(shared: &Shared, mut b: InFlight, e: Error) -> Option<()> {
     if e.invalidates_metadata() {
         st.refresh_metadata = true;
     }
-    let q = st
-        .topics
-        .get_mut(&*b.topic)
-        .and_then(|t| t.parts.get_mut(b.partition as usize))?;
+    let q = st.topics.get_mut(&*b.topic).and_then(|t| t.parts.get_mut(b.partition as usize))?;
     q.ready.push_front(b.batch);
     drop(st);
     shared.wake.notify_one();
