@@ -110,6 +110,54 @@ def check_unsupported_api_versions(broker, version, corr):
         return f"unsupported ApiVersions v{version}: ok"
 
 
+FLEXIBLE_FROM = {0: 9, 1: 12, 2: 6, 3: 9, 18: 3, 19: 5, 20: 4, 21: 2, 23: 4, 32: 4, 33: 2, 37: 2,
+                 44: 1, 60: 0}
+
+
+def fuzzed_request(rng, advertised):
+    """A well-formed header for a real api key/version followed by a random or mutated body."""
+    key = rng.choice(sorted(advertised))
+    lo, hi = advertised[key]
+    version = rng.randint(lo, hi)
+    flexible = version >= FLEXIBLE_FROM.get(key, 99)
+    corr = rng.randint(1, 1 << 30)
+    body = rng.randbytes(rng.randint(0, 512))
+    if rng.random() < 0.5:
+        # Plausible prefix: big counts / lengths that a naive decoder would trust.
+        body = rng.choice([b"\x7f\xff\xff\xff", b"\xff\xff\xff\xff\xff", b"\x00\x00\x00\x01\x7f\xff",
+                           b"\xff\xff\xff\xff\x00\x00"]) + body
+    return key, version, corr, wire.frame(wire.request_header(key, version, corr, flexible=flexible) + body)
+
+
+def abuse_fuzzed_body(broker, rng, advertised=None, sent_log=None):
+    key, version, corr, data = fuzzed_request(rng, advertised or {0: (0, 9)})
+    if sent_log is not None:
+        sent_log.append(f"api {key} v{version}: {data.hex()}")
+    with wire.connect(broker.host, broker.port) as s:
+        try:
+            s.sendall(data)
+        except OSError:
+            return "reset on send"
+        try:
+            s.settimeout(5.0)
+            resp = wire.recv_frame(s)
+        except (wire.ConnectionClosed, ConnectionResetError):
+            return f"fuzz {key}v{version}: closed"
+        except socket.timeout:
+            return f"fuzz {key}v{version}: no answer"
+        (rcorr,) = struct.unpack_from(">i", resp, 0)
+        assert rcorr == corr, f"reply to fuzzed api {key} v{version} has correlation id {rcorr}, sent {corr}"
+        return f"fuzz {key}v{version}: answered"
+
+
+def advertised_versions(broker):
+    with wire.connect(broker.host, broker.port) as s:
+        s.sendall(wire.api_versions_request(9, 0))
+        _, err, versions, _ = wire.parse_api_versions_v0(wire.recv_frame(s))
+    assert err == 0
+    return {k: (lo, hi) for k, lo, hi in versions}
+
+
 def abuse_pipelined_api_versions(broker, rng):
     """Several ApiVersions requests in one write: answers must come back in order."""
     n = rng.randint(2, 20)
@@ -157,6 +205,23 @@ def test_unsupported_api_versions_version(broker, version):
     assert_alive(broker, f"ApiVersions v{version}")
 
 
+def test_fuzzed_request_bodies(broker):
+    rng = _rng("fuzz")
+    adv = advertised_versions(broker)
+    sent = []
+    for i in range(400):
+        try:
+            abuse_fuzzed_body(broker, rng, adv, sent)
+        except OSError:
+            pass
+        if not broker.alive():
+            time.sleep(0.5)
+            pytest.fail(f"broker died (exit status {broker.proc.returncode}) after fuzzed request #{i} "
+                        f"(TERN_FUZZ_SEED={SEED}); last frame sent (length-prefixed, hex):\n{sent[-1]}\n"
+                        f"broker log tail:\n{broker.log_tail(3000)}")
+    assert_alive(broker, f"fuzzed request bodies (seed {SEED})")
+
+
 def test_pipelined_requests(broker):
     abuse_pipelined_api_versions(broker, _rng("pipe"))
 
@@ -168,6 +233,7 @@ def test_concurrent_abuse_while_clients_work(broker):
     topic = "robust"
     nparts = 3
     create_topic(admin_for(broker), topic, nparts)
+    adv = advertised_versions(broker)
 
     stop = threading.Event()
     abuse_results = []
@@ -175,7 +241,7 @@ def test_concurrent_abuse_while_clients_work(broker):
 
     def one(i):
         rng = _rng(f"conc-{i}")
-        kind = i % 6
+        kind = i % 7
         try:
             if kind == 0:
                 return abuse_garbage(broker, rng)
@@ -187,7 +253,9 @@ def test_concurrent_abuse_while_clients_work(broker):
                 return abuse_unknown_api_key(broker, rng)
             if kind == 4:
                 return check_unsupported_api_versions(broker, rng.choice([100, 999, 32767]), i)
-            return abuse_pipelined_api_versions(broker, rng)
+            if kind == 5:
+                return abuse_pipelined_api_versions(broker, rng)
+            return abuse_fuzzed_body(broker, rng, adv)
         except AssertionError as e:
             abuse_errors.append(f"abuse #{i} (kind {kind}): {e}")
         except OSError as e:
@@ -199,7 +267,7 @@ def test_concurrent_abuse_while_clients_work(broker):
     def abuse_all():
         try:
             with ThreadPoolExecutor(max_workers=16) as ex:
-                abuse_results.extend(ex.map(one, range(600)))
+                abuse_results.extend(ex.map(one, range(700)))
         finally:
             stop.set()
 
@@ -224,6 +292,8 @@ def test_concurrent_abuse_while_clients_work(broker):
                                  on_delivery=lambda err, msg: err and errors.append(err))
                 produced += 1
             left = producer.flush(60)
+            assert broker.alive(), (f"broker died during concurrent abuse (TERN_FUZZ_SEED={SEED}); "
+                                    f"log tail:\n{broker.log_tail(3000)}")
             assert left == 0 and not errors, f"produce under abuse failed: left={left} errors={errors[:5]}"
             while len(consumed) < produced:
                 deadline.check(f"(consumed {len(consumed)} of {produced})")
