@@ -183,7 +183,7 @@ async fn consumer_offsets_seek_and_out_of_range() {
     let fake = FakeBroker::start(&[("o", 1)]).await;
     let producer = Producer::new(producer_config(fake.addr())).await.unwrap();
     for n in 0..20 {
-        let _ = producer.send(ProducerRecord::new("o", Bytes::from(format!("{n}"))));
+        drop(producer.send(ProducerRecord::new("o", Bytes::from(format!("{n}")))));
     }
     producer.flush().await.unwrap();
 

@@ -1,5 +1,6 @@
 //! The producer's background task: metadata, draining ready batches, Produce requests.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -196,11 +197,11 @@ fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Re
             if blocked_nodes.contains(&leader) {
                 continue;
             }
-            if !requests.contains_key(&leader) {
+            if let Entry::Vacant(slot) = requests.entry(leader) {
                 let sem = permits.entry(leader).or_insert_with(|| Arc::new(Semaphore::new(cfg.max_in_flight)));
                 match sem.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        requests.insert(leader, (Vec::new(), 0, permit));
+                        slot.insert((Vec::new(), 0, permit));
                     }
                     Err(_) => {
                         // A finishing request wakes the sender.
