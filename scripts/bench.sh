@@ -15,7 +15,8 @@
 #
 # Knobs: PORT (19092), BYTES (2G), TPUT_SECS (20: cap for step 1), LAT_SECS (15), RATE (1000),
 # FILL_SECS (120: cap for step 3), CONSUME_SECS (60), QUIET_WAIT (300: seconds to wait for
-# other compilers on the machine to finish before starting), OUT.
+# other compilers on the machine to finish before starting), STEP_QUIET_WAIT (60: the same
+# before each step), OUT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +30,7 @@ RATE="${RATE:-1000}"
 FILL_SECS="${FILL_SECS:-120}"
 CONSUME_SECS="${CONSUME_SECS:-60}"
 QUIET_WAIT="${QUIET_WAIT:-300}"
+STEP_QUIET_WAIT="${STEP_QUIET_WAIT:-60}"
 PERF="${PERF:-0}"
 OUT="${OUT:-$(mktemp -d -t tern-bench-out.XXXXXX)}"
 mkdir -p "$OUT"
@@ -45,12 +47,24 @@ TERN_BIN="${TERN_BIN:-$ROOT/target/release/tern}"
 [ -x "$TERN_BIN" ] || { echo "no binary at $TERN_BIN" >&2; exit 1; }
 python3 -c 'import confluent_kafka' 2>/dev/null || python3 -m pip install -q confluent-kafka
 
-# Numbers are meaningless while something else compiles on the machine: wait (bounded).
-busy() { pgrep -x 'rustc|cc1|cc1plus|cargo|ld|ld.lld|mold' >/dev/null 2>&1; }
+# Numbers are meaningless while something else runs on the machine (compilers, test suites):
+# wait (bounded) until no compiler runs and the CPUs are >= 85% idle over 2 s.
+cpu_busy_pct() {
+    local a b
+    read -r _ a1 a2 a3 a4 a5 a6 a7 a8 _ </proc/stat
+    sleep 2
+    read -r _ b1 b2 b3 b4 b5 b6 b7 b8 _ </proc/stat
+    a=$((a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8)); b=$((b1 + b2 + b3 + b4 + b5 + b6 + b7 + b8))
+    echo $((100 - 100 * ((b4 + b5) - (a4 + a5)) / (b - a + 1)))
+}
+busy() {
+    pgrep -x 'rustc|cc1|cc1plus|ld|ld.lld|mold' >/dev/null 2>&1 && return 0
+    [ "$(cpu_busy_pct)" -gt 15 ]
+}
 waited=0
 while busy && [ "$waited" -lt "$QUIET_WAIT" ]; do
     [ "$waited" = 0 ] && log "waiting up to ${QUIET_WAIT}s for other builds on this machine to finish"
-    sleep 5
+    sleep 3
     waited=$((waited + 5))
 done
 if busy; then
@@ -104,14 +118,20 @@ perf_stop() {
 
 # step NAME TIMEOUT CMD...: runs CMD bounded, tees output, keeps its BENCH_RESULT line.
 step() {
-    local name="$1" limit="$2"
+    local name="$1" limit="$2" w=0 pct
     shift 2
+    # Other load on the machine (outside this script) before the step, waited out up to
+    # STEP_QUIET_WAIT seconds and recorded next to the result.
+    pct=$(cpu_busy_pct)
+    while [ "$pct" -gt 15 ] && [ "$w" -lt "$STEP_QUIET_WAIT" ]; do
+        w=$((w + 2)); pct=$(cpu_busy_pct)
+    done
+    echo "# $name: machine CPU busy before start: ${pct}% (waited ${w}s)" >>"$RESULTS"
     log "$name: $*"
     local rc=0
     timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log" || rc=$?
     grep '^BENCH_RESULT' "$OUT/$name.log" | sed "s/^BENCH_RESULT/BENCH_RESULT step=$name/" >>"$RESULTS" || true
     [ "$rc" = 0 ] || echo "# $name exited with $rc" | tee -a "$RESULTS" >&2
-    sleep 2
 }
 
 perf_start rdkafka-throughput
