@@ -131,11 +131,17 @@ impl Admin {
 
     /// Deletes topics by name.
     pub async fn delete_topics(&self, topics: &[&str]) -> Result<()> {
-        let req = DeleteTopicsRequest::default()
-            .with_topic_names(topics.iter().map(|t| name(t)).collect())
-            .with_topics(topics.iter().map(|t| DeleteTopicState::default().with_name(Some(name(t)))).collect())
-            .with_timeout_ms(self.timeout_ms());
-        let resp = self.cluster.controller().await?.send(&req).await?;
+        let conn = self.cluster.controller().await?;
+        let version = conn.version_of::<DeleteTopicsRequest>()?;
+        // v6 names topics in `topics`, older versions in `topic_names`; the other must stay empty.
+        let req = if version >= 6 {
+            DeleteTopicsRequest::default()
+                .with_topics(topics.iter().map(|t| DeleteTopicState::default().with_name(Some(name(t)))).collect())
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(topics.iter().map(|t| name(t)).collect())
+        }
+        .with_timeout_ms(self.timeout_ms());
+        let resp = conn.enqueue(&req, version)?.wait().await?;
         for r in &resp.responses {
             let n = r.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
             check(r.error_code, &n, None, &r.error_message)?;

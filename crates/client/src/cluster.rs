@@ -202,6 +202,11 @@ impl Cluster {
             }))
             .with_allow_auto_topic_creation(allow_auto_create);
         let conn = self.any_connection().await?;
+        // Before v4 the field does not exist and brokers always auto-create.
+        let req = match conn.version(kafka_protocol::messages::ApiKey::Metadata) {
+            Some(v) if v < 4 => req.with_allow_auto_topic_creation(true),
+            _ => req,
+        };
         let resp = match conn.send(&req).await {
             Ok(r) => r,
             Err(e) => {
