@@ -220,3 +220,45 @@ async fn consumer_offsets_seek_and_out_of_range() {
     assert!(err.to_string().contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
     assert_eq!(admin.list_topics().await.unwrap().len(), 1);
 }
+
+/// Regression: with `max_in_flight > 1` and no retries, requests for one partition must reach
+/// the broker in the order their batches were drained (they used to race to the socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_requests_keep_partition_order() {
+    const N: usize = 5_000;
+    for compression in [Compression::None, Compression::Gzip] {
+        let fake = FakeBroker::start(&[("ord", 1)]).await;
+        let producer = Producer::new(ProducerConfig {
+            linger: Duration::ZERO,
+            batch_size: 256,
+            max_in_flight: 5,
+            compression,
+            ..producer_config(fake.addr())
+        })
+        .await
+        .unwrap();
+        let mut futures = Vec::with_capacity(N);
+        for n in 0..N {
+            // Uneven sizes make some batches slower to encode than their successors.
+            let value = format!("{n}:{}", "x".repeat(n % 97));
+            futures.push(producer.send(ProducerRecord::new("ord", Bytes::from(value)).with_partition(0)));
+            if n % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let flushed = tokio::time::timeout(Duration::from_secs(60), producer.flush()).await;
+        flushed.expect("flush timed out").unwrap();
+        for (n, f) in futures.into_iter().enumerate() {
+            assert_eq!(f.await.unwrap().offset, n as i64, "{compression:?}: delivery offset of record {n}");
+        }
+        assert!(fake.produce_requests.load(Ordering::SeqCst) > 10);
+        let got = consume_all(fake.addr(), "ord", 1, N).await;
+        assert_eq!(got.len(), N);
+        for (n, r) in got.iter().enumerate() {
+            let v = std::str::from_utf8(r.value.as_deref().unwrap()).unwrap();
+            let sent: usize = v.split(':').next().unwrap().parse().unwrap();
+            assert_eq!((r.offset, sent), (n as i64, n), "{compression:?}: broker order differs from send order");
+        }
+        producer.close().await.unwrap();
+    }
+}

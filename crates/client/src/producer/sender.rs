@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use super::{append, close_open, PartQueue, ReadyBatch, Shared, TopicQueues};
+use crate::connection::{Connection, PendingResponse};
 use crate::error::Error;
 use crate::records::encode_batch;
 use kafka_protocol::error::ResponseError;
@@ -24,6 +26,7 @@ struct InFlight {
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut permits: HashMap<i32, Arc<Semaphore>> = HashMap::new();
     let mut last_refresh: Option<Instant> = None;
+    let mut lanes = Lanes::default();
     loop {
         let (want_refresh, closed_and_idle) = {
             let st = shared.lock();
@@ -53,7 +56,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         let (requests, wake) = drain(&shared, &mut permits);
         next_wake = min_opt(next_wake, wake);
         for (node, batches, permit) in requests {
-            tokio::spawn(produce(shared.clone(), node, batches, permit));
+            lanes.submit(&shared, node, batches, permit);
         }
         let notified = shared.wake.notified();
         match next_wake {
@@ -236,30 +239,48 @@ fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Re
     (out, next_wake)
 }
 
-async fn produce(shared: Arc<Shared>, node: i32, mut batches: Vec<InFlight>, permit: OwnedSemaphorePermit) {
-    let cfg = &shared.config;
-    let conn = match shared.cluster.broker(node).await {
-        Ok(c) => c,
-        Err(e) => {
-            retry_all(&shared, batches, e);
-            drop(permit);
-            shared.wake.notify_one();
-            return;
-        }
-    };
-    let version = match conn.version_of::<ProduceRequest>() {
-        Ok(v) => v,
-        Err(e) => {
-            for b in batches {
-                shared.batch_done(&b.batch.outcome, Err(e.clone()));
+/// A Produce request whose batches are encoded, waiting for its turn on the connection.
+struct Prepared {
+    sendable: Vec<InFlight>,
+    request: ProduceRequest,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Per-broker lanes: each request is encoded on its own task (compression runs in parallel), but
+/// a lane puts requests on the connection strictly in the order the sender drained them, so
+/// batches of one partition reach the broker in send order (barring retries).
+#[derive(Default)]
+struct Lanes {
+    lanes: HashMap<i32, mpsc::UnboundedSender<JoinHandle<Option<Prepared>>>>,
+}
+
+impl Lanes {
+    fn submit(&mut self, shared: &Arc<Shared>, node: i32, batches: Vec<InFlight>, permit: OwnedSemaphorePermit) {
+        let mut job = tokio::spawn(prepare(shared.clone(), batches, permit));
+        loop {
+            let tx = self.lanes.entry(node).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(lane(shared.clone(), node, rx));
+                tx
+            });
+            match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(j)) => {
+                    // The lane task is gone (it only stops if it panicked): start a new one.
+                    self.lanes.remove(&node);
+                    job = j;
+                }
             }
-            return;
         }
-    };
+    }
+}
+
+/// Encodes (and compresses, on the first attempt) the batches of one request.
+async fn prepare(shared: Arc<Shared>, batches: Vec<InFlight>, permit: OwnedSemaphorePermit) -> Option<Prepared> {
+    let cfg = &shared.config;
     let mut topic_data: Vec<TopicProduceData> = Vec::new();
-    let mut topic_index: HashMap<Arc<str>, usize> = HashMap::new();
     let mut sendable = Vec::with_capacity(batches.len());
-    for mut b in batches.drain(..) {
+    for mut b in batches {
         if b.batch.encoded.is_none() {
             match encode_batch(&b.batch.records, cfg.compression, b.batch.bytes) {
                 Ok(bytes) => {
@@ -272,44 +293,103 @@ async fn produce(shared: Arc<Shared>, node: i32, mut batches: Vec<InFlight>, per
                 }
             }
         }
-        let idx = *topic_index.entry(b.topic.clone()).or_insert_with(|| {
-            topic_data
-                .push(TopicProduceData::default().with_name(TopicName(StrBytes::from_string(b.topic.to_string()))));
-            topic_data.len() - 1
-        });
+        // Requests hold few topics: a linear search beats hashing.
+        let idx = match topic_data.iter().position(|t| *t.name.0 == *b.topic) {
+            Some(i) => i,
+            None => {
+                topic_data
+                    .push(TopicProduceData::default().with_name(TopicName(StrBytes::from_string(b.topic.to_string()))));
+                topic_data.len() - 1
+            }
+        };
         topic_data[idx]
             .partition_data
             .push(PartitionProduceData::default().with_index(b.partition).with_records(b.batch.encoded.clone()));
         sendable.push(b);
     }
     if sendable.is_empty() {
-        return;
+        drop(permit);
+        shared.wake.notify_one();
+        return None;
     }
-    let req = ProduceRequest::default()
+    let request = ProduceRequest::default()
         .with_acks(cfg.acks)
         .with_timeout_ms(cfg.request_timeout.as_millis().min(i32::MAX as u128) as i32)
         .with_topic_data(topic_data);
-    if cfg.acks == 0 {
-        match conn.enqueue_no_response(&req, version) {
+    Some(Prepared { sendable, request, permit })
+}
+
+/// Puts the requests for broker `node` on its connection in submission order; only the waits for
+/// responses run concurrently (up to `max_in_flight`, bounded by the permits).
+async fn lane(shared: Arc<Shared>, node: i32, mut rx: mpsc::UnboundedReceiver<JoinHandle<Option<Prepared>>>) {
+    while let Some(job) = rx.recv().await {
+        match job.await {
+            Ok(Some(p)) => send(&shared, node, p).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!(node, error = %e, "producer encode task failed"),
+        }
+    }
+}
+
+async fn send(shared: &Arc<Shared>, node: i32, p: Prepared) {
+    let Prepared { sendable, request, permit } = p;
+    let finish = |permit: OwnedSemaphorePermit| {
+        drop(permit);
+        shared.wake.notify_one();
+    };
+    let conn = match shared.cluster.broker(node).await {
+        Ok(c) => c,
+        Err(e) => {
+            retry_all(shared, sendable, e);
+            return finish(permit);
+        }
+    };
+    let version = match conn.version_of::<ProduceRequest>() {
+        Ok(v) => v,
+        Err(e) => {
+            for b in sendable {
+                shared.batch_done(&b.batch.outcome, Err(e.clone()));
+            }
+            return finish(permit);
+        }
+    };
+    if shared.config.acks == 0 {
+        match conn.enqueue_no_response(&request, version) {
             Ok(()) => {
                 for b in sendable {
                     shared.batch_done(&b.batch.outcome, Ok((-1, -1)));
                 }
             }
-            Err(e) => retry_all(&shared, sendable, e),
+            Err(e) => {
+                shared.cluster.drop_connection(node).await;
+                retry_all(shared, sendable, e);
+            }
         }
-        drop(permit);
-        shared.wake.notify_one();
-        return;
+        return finish(permit);
     }
-    let result = match conn.enqueue(&req, version) {
+    match conn.enqueue(&request, version) {
         Ok(pending) => {
-            drop(req);
-            pending.wait().await
+            drop(request);
+            tokio::spawn(complete(shared.clone(), node, conn, pending, sendable, permit));
         }
-        Err(e) => Err(e),
-    };
-    match result {
+        Err(e) => {
+            shared.cluster.drop_connection(node).await;
+            retry_all(shared, sendable, e);
+            finish(permit);
+        }
+    }
+}
+
+/// Awaits one Produce response and completes (or requeues) its batches.
+async fn complete(
+    shared: Arc<Shared>,
+    node: i32,
+    conn: Connection,
+    pending: PendingResponse<ProduceResponse>,
+    sendable: Vec<InFlight>,
+    permit: OwnedSemaphorePermit,
+) {
+    match pending.wait().await {
         Err(e) => {
             if !conn.is_alive() {
                 shared.cluster.drop_connection(node).await;
