@@ -361,7 +361,9 @@ async fn send(shared: &Arc<Shared>, node: i32, p: Prepared) {
                 }
             }
             Err(e) => {
-                shared.cluster.drop_connection(node).await;
+                if !conn.is_alive() {
+                    shared.cluster.drop_connection(node).await;
+                }
                 retry_all(shared, sendable, e);
             }
         }
@@ -373,7 +375,9 @@ async fn send(shared: &Arc<Shared>, node: i32, p: Prepared) {
             tokio::spawn(complete(shared.clone(), node, conn, pending, sendable, permit));
         }
         Err(e) => {
-            shared.cluster.drop_connection(node).await;
+            if !conn.is_alive() {
+                shared.cluster.drop_connection(node).await;
+            }
             retry_all(shared, sendable, e);
             finish(permit);
         }
