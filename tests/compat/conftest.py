@@ -219,3 +219,9 @@ def broker_factory(request, tmp_path):
 @pytest.fixture
 def broker(broker_factory):
     return broker_factory()
+
+
+def pytest_configure(config):
+    # kafka-python's schema loader emits hundreds of importlib DeprecationWarnings.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:kafka")
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:importlib")
