@@ -2,14 +2,14 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{append, close_open, PartQueue, ReadyBatch, Shared, TopicQueues};
 use crate::connection::{Connection, PendingResponse};
@@ -26,7 +26,7 @@ struct InFlight {
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut permits: HashMap<i32, Arc<Semaphore>> = HashMap::new();
     let mut last_refresh: Option<Instant> = None;
-    let mut lanes = Lanes::default();
+    let mut turns = Turns::default();
     loop {
         let (want_refresh, closed_and_idle) = {
             let st = shared.lock();
@@ -56,7 +56,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         let (requests, wake) = drain(&shared, &mut permits);
         next_wake = min_opt(next_wake, wake);
         for (node, batches, permit) in requests {
-            lanes.submit(&shared, node, batches, permit);
+            turns.submit(&shared, node, batches, permit);
         }
         let notified = shared.wake.notified();
         match next_wake {
@@ -243,40 +243,79 @@ fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Re
 struct Prepared {
     sendable: Vec<InFlight>,
     request: ProduceRequest,
-    permit: OwnedSemaphorePermit,
 }
 
-/// Per-broker lanes: each request is encoded on its own task (compression runs in parallel), but
-/// a lane puts requests on the connection strictly in the order the sender drained them, so
-/// batches of one partition reach the broker in send order (barring retries).
+/// Hands out, per broker, the order in which requests go on the connection: the order the sender
+/// drained them. Each request runs on its own task (compression runs in parallel) but waits for
+/// its turn before it is enqueued, so batches of one partition reach the broker in send order
+/// (barring retries); only the waits for responses overlap.
 #[derive(Default)]
-struct Lanes {
-    lanes: HashMap<i32, mpsc::UnboundedSender<JoinHandle<Option<Prepared>>>>,
+struct Turns {
+    brokers: HashMap<i32, (Arc<Turnstile>, u64)>,
 }
 
-impl Lanes {
+impl Turns {
     fn submit(&mut self, shared: &Arc<Shared>, node: i32, batches: Vec<InFlight>, permit: OwnedSemaphorePermit) {
-        let mut job = tokio::spawn(prepare(shared.clone(), batches, permit));
+        let (turnstile, next) = self.brokers.entry(node).or_default();
+        let seq = *next;
+        *next += 1;
+        tokio::spawn(produce(shared.clone(), node, turnstile.clone(), seq, batches, permit));
+    }
+}
+
+#[derive(Default)]
+struct Turnstile {
+    /// Sequence number of the request whose turn it is.
+    current: AtomicU64,
+    changed: Notify,
+}
+
+impl Turnstile {
+    /// Waits until it is `seq`'s turn; the turn passes on when the returned guard drops.
+    async fn wait(&self, seq: u64) -> Turn<'_> {
         loop {
-            let tx = self.lanes.entry(node).or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(lane(shared.clone(), node, rx));
-                tx
-            });
-            match tx.send(job) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(j)) => {
-                    // The lane task is gone (it only stops if it panicked): start a new one.
-                    self.lanes.remove(&node);
-                    job = j;
-                }
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.current.load(Ordering::Acquire) == seq {
+                return Turn(self);
             }
+            changed.await;
         }
     }
 }
 
+/// Holds a broker's turn; passes it to the next request when dropped (on every path).
+struct Turn<'a>(&'a Turnstile);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.current.fetch_add(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
+}
+
+async fn produce(
+    shared: Arc<Shared>,
+    node: i32,
+    turnstile: Arc<Turnstile>,
+    seq: u64,
+    batches: Vec<InFlight>,
+    permit: OwnedSemaphorePermit,
+) {
+    let prepared = prepare(&shared, batches);
+    let turn = turnstile.wait(seq).await;
+    if let Some(p) = prepared {
+        send(&shared, node, turn, p, permit).await;
+    } else {
+        drop(turn);
+        drop(permit);
+        shared.wake.notify_one();
+    }
+}
+
 /// Encodes (and compresses, on the first attempt) the batches of one request.
-async fn prepare(shared: Arc<Shared>, batches: Vec<InFlight>, permit: OwnedSemaphorePermit) -> Option<Prepared> {
+fn prepare(shared: &Shared, batches: Vec<InFlight>) -> Option<Prepared> {
     let cfg = &shared.config;
     let mut topic_data: Vec<TopicProduceData> = Vec::new();
     let mut sendable = Vec::with_capacity(batches.len());
@@ -308,31 +347,19 @@ async fn prepare(shared: Arc<Shared>, batches: Vec<InFlight>, permit: OwnedSemap
         sendable.push(b);
     }
     if sendable.is_empty() {
-        drop(permit);
-        shared.wake.notify_one();
         return None;
     }
     let request = ProduceRequest::default()
         .with_acks(cfg.acks)
         .with_timeout_ms(cfg.request_timeout.as_millis().min(i32::MAX as u128) as i32)
         .with_topic_data(topic_data);
-    Some(Prepared { sendable, request, permit })
+    Some(Prepared { sendable, request })
 }
 
-/// Puts the requests for broker `node` on its connection in submission order; only the waits for
-/// responses run concurrently (up to `max_in_flight`, bounded by the permits).
-async fn lane(shared: Arc<Shared>, node: i32, mut rx: mpsc::UnboundedReceiver<JoinHandle<Option<Prepared>>>) {
-    while let Some(job) = rx.recv().await {
-        match job.await {
-            Ok(Some(p)) => send(&shared, node, p).await,
-            Ok(None) => {}
-            Err(e) => tracing::error!(node, error = %e, "producer encode task failed"),
-        }
-    }
-}
-
-async fn send(shared: &Arc<Shared>, node: i32, p: Prepared) {
-    let Prepared { sendable, request, permit } = p;
+/// Enqueues one request on the broker's connection while holding the broker's turn, then
+/// waits for the response.
+async fn send(shared: &Arc<Shared>, node: i32, turn: Turn<'_>, p: Prepared, permit: OwnedSemaphorePermit) {
+    let Prepared { sendable, request } = p;
     let finish = |permit: OwnedSemaphorePermit| {
         drop(permit);
         shared.wake.notify_one();
@@ -371,10 +398,12 @@ async fn send(shared: &Arc<Shared>, node: i32, p: Prepared) {
     }
     match conn.enqueue(&request, version) {
         Ok(pending) => {
+            drop(turn);
             drop(request);
-            tokio::spawn(complete(shared.clone(), node, conn, pending, sendable, permit));
+            complete(shared, node, conn, pending, sendable, permit).await;
         }
         Err(e) => {
+            drop(turn);
             if !conn.is_alive() {
                 shared.cluster.drop_connection(node).await;
             }
@@ -386,7 +415,7 @@ async fn send(shared: &Arc<Shared>, node: i32, p: Prepared) {
 
 /// Awaits one Produce response and completes (or requeues) its batches.
 async fn complete(
-    shared: Arc<Shared>,
+    shared: &Shared,
     node: i32,
     conn: Connection,
     pending: PendingResponse<ProduceResponse>,
@@ -398,7 +427,7 @@ async fn complete(
             if !conn.is_alive() {
                 shared.cluster.drop_connection(node).await;
             }
-            retry_all(&shared, sendable, e);
+            retry_all(shared, sendable, e);
         }
         Ok(resp) => {
             let mut by_tp: HashMap<(&str, i32), _> = HashMap::new();
@@ -423,7 +452,7 @@ async fn complete(
                 }
             }
             for (b, e) in retry {
-                retry_one(&shared, b, e);
+                retry_one(shared, b, e);
             }
         }
     }
