@@ -87,6 +87,7 @@ fi
 
 # ---------------------------------------------------------------- client compatibility
 log "python3 -m pytest -q tests/compat  (TERN_BIN=$TERN_BIN)"
-# Every test is bounded (client calls carry their own timeouts); pytest-timeout is the backstop.
+# Every test is bounded (client calls carry their own timeouts); pytest-timeout (per test) and
+# timeout(1) (whole suite) are backstops.
 # shellcheck disable=SC2086
-python3 -m pytest -q --timeout=900 -rfE tests/compat ${PYTEST_ARGS:-}
+timeout --kill-after=60 1200 python3 -m pytest -q --timeout=300 -rfE tests/compat ${PYTEST_ARGS:-}
