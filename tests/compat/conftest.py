@@ -47,6 +47,18 @@ class BrokerError(AssertionError):
     pass
 
 
+_LIVE = set()  # brokers started by this pytest process, for emergency cleanup
+
+
+def _kill_all_brokers():
+    for b in list(_LIVE):
+        try:
+            if b.proc is not None and b.proc.poll() is None:
+                b.proc.kill()
+        except OSError:
+            pass
+
+
 class Broker:
     """A single tern broker process on 127.0.0.1."""
 
@@ -98,6 +110,7 @@ class Broker:
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
             env=env, start_new_session=True)
+        _LIVE.add(self)
         self.wait_ready()
         return self
 
@@ -222,6 +235,16 @@ def broker(broker_factory):
 
 
 def pytest_configure(config):
+    # If the run itself is killed (timeout(1), CI cancel), do not leave brokers behind.
+    import atexit
+
+    atexit.register(_kill_all_brokers)
+
+    def on_term(signum, frame):
+        _kill_all_brokers()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
     # kafka-python's schema loader emits hundreds of importlib DeprecationWarnings.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:kafka")
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:importlib")
