@@ -14,10 +14,18 @@ from test_confluent import admin_for, consume_all, create_topic, wait_metadata  
 PARTITIONS = 3
 
 
-def test_kill9_keeps_acknowledged_records(broker):
+@pytest.mark.parametrize("flush_via,codec", [("topic", "none"), ("broker", "lz4")])
+def test_kill9_keeps_acknowledged_records(broker_factory, flush_via, codec):
+    """flush_via=topic: topic config flush.messages=1; broker: --set log.flush.interval.messages=1."""
+    if flush_via == "broker":
+        broker = broker_factory({"log.flush.interval.messages": 1})
+        topic_config = {}
+    else:
+        broker = broker_factory()
+        topic_config = {"flush.messages": "1"}
     topic = "crash-acks"
     admin = admin_for(broker)
-    create_topic(admin, topic, PARTITIONS, config={"flush.messages": "1"})
+    create_topic(admin, topic, PARTITIONS, config=topic_config)
 
     acked = []
     failed = []
@@ -41,6 +49,7 @@ def test_kill9_keeps_acknowledged_records(broker):
         "socket.timeout.ms": 10000,
         "reconnect.backoff.ms": 100,
         "queue.buffering.max.messages": 100000,
+        "compression.type": codec,
     })
 
     seq = 0

@@ -222,6 +222,32 @@ def test_fuzzed_request_bodies(broker):
     assert_alive(broker, f"fuzzed request bodies (seed {SEED})")
 
 
+def test_many_idle_connections_do_not_block_clients(broker):
+    import confluent_kafka as ck
+    from test_confluent import consume_all, create_topic, admin_for
+
+    create_topic(admin_for(broker), "idle-conns", 1)
+    socks = []
+    try:
+        for i in range(300):
+            s = wire.connect(broker.host, broker.port)
+            if i % 2:
+                s.sendall(b"\x00\x00")  # half a length prefix, then silence
+            socks.append(s)
+        p = ck.Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "message.timeout.ms": 30000})
+        errors = []
+        for i in range(1000):
+            p.produce("idle-conns", value=f"seq={i:07d};i".encode(), on_delivery=lambda e, m: e and errors.append(e))
+        assert p.flush(60) == 0 and not errors, f"produce with 300 idle connections open: {errors[:5]}"
+        del p
+        recs, _, _ = consume_all(broker.bootstrap, "idle-conns", 1)
+        assert [r.value for r in recs] == [f"seq={i:07d};i" for i in range(1000)]
+    finally:
+        for s in socks:
+            s.close()
+    assert_alive(broker, "300 idle connections")
+
+
 def test_pipelined_requests(broker):
     abuse_pipelined_api_versions(broker, _rng("pipe"))
 
