@@ -431,7 +431,7 @@ async fn produce(a: ProduceArgs) -> Result<Summary> {
                     }
                 }
                 n += 1;
-                if n % 4096 == 0 {
+                if n & 4095 == 0 {
                     pb.set_position(n);
                 }
             }
@@ -453,7 +453,7 @@ async fn produce(a: ProduceArgs) -> Result<Summary> {
                 tokio::time::sleep_until(due.into()).await;
             }
         }
-        if sent % 1024 == 0 && stop_at.is_some_and(|s| Instant::now() >= s) {
+        if sent & 1023 == 0 && stop_at.is_some_and(|s| Instant::now() >= s) {
             break;
         }
         let permit = tx.reserve().await.context("collector stopped")?;
