@@ -2,10 +2,10 @@
 //! port, then Admin, Producer and Consumer in-process. Every wait is bounded; no timing assertions.
 
 use std::collections::HashMap;
+mod common;
+
 use std::future::Future;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tern_client::{
@@ -13,65 +13,12 @@ use tern_client::{
     ProducerConfig, ProducerRecord,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_tern");
 /// Upper bound for any one wait; only reached when something hangs.
 const DEADLINE: Duration = Duration::from_secs(120);
 const RECORDS: usize = 20_000;
 const PARTITIONS: i32 = 4;
 
-/// A `tern serve` process, killed when dropped (also when a test panics).
-struct Broker {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("broker.log")).expect("broker log");
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &addr, "--data-dir"])
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn tern serve");
-        let mut broker = Broker { child, addr, dir };
-        broker.wait_ready();
-        broker
-    }
-
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("broker exited early ({status}):\n{}", self.log());
-            }
-            let sock = self.addr.parse().expect("socket addr");
-            if TcpStream::connect_timeout(&sock, Duration::from_millis(500)).is_ok() {
-                return;
-            }
-            assert!(start.elapsed() < DEADLINE, "broker did not listen on {}:\n{}", self.addr, self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Broker;
 
 /// Awaits `f`, failing the test if it takes longer than [`DEADLINE`].
 async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
