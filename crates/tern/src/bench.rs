@@ -17,8 +17,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tern_client::{
-    Admin, Compression, Consumer, ConsumerConfig, DeliveryFuture, OffsetSpec, Producer, ProducerConfig,
-    ProducerRecord,
+    Admin, Compression, Consumer, ConsumerConfig, DeliveryFuture, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -154,7 +153,7 @@ fn clock_ticks_per_sec() -> f64 {
             fn sysconf(name: std::os::raw::c_int) -> std::os::raw::c_long;
         }
         const SC_CLK_TCK: std::os::raw::c_int = 2; // Linux (glibc and musl)
-        // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
+                                                   // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
         let t = unsafe { sysconf(SC_CLK_TCK) };
         if t > 0 {
             return t as f64;
@@ -165,8 +164,8 @@ fn clock_ticks_per_sec() -> f64 {
 
 /// utime + stime of `pid` in seconds.
 fn process_cpu_secs(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start at field 3 (state).
     let rest = &stat[stat.rfind(')').context("malformed /proc stat")? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -213,10 +212,7 @@ struct Latencies {
 
 impl Latencies {
     fn with_capacity(n: usize) -> Self {
-        Latencies {
-            samples: Vec::with_capacity(n),
-            sorted: false,
-        }
+        Latencies { samples: Vec::with_capacity(n), sorted: false }
     }
 
     fn push(&mut self, d: Duration) {
@@ -408,11 +404,8 @@ async fn produce(a: ProduceArgs) -> Result<Summary> {
         .await
         .context("warm-up record")?;
 
-    let outstanding = if a.max_outstanding > 0 {
-        a.max_outstanding
-    } else {
-        (64 * 1024 * 1024 / a.record_size).max(1000)
-    };
+    let outstanding =
+        if a.max_outstanding > 0 { a.max_outstanding } else { (64 * 1024 * 1024 / a.record_size).max(1000) };
     let pb = progress(target, "records");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, DeliveryFuture)>(outstanding);
     let collector = {
@@ -528,12 +521,7 @@ async fn consume(a: ConsumeArgs) -> Result<Summary> {
     })
     .await
     .context("starting consumer")?;
-    consumer.assign(
-        ranges
-            .iter()
-            .map(|(&p, &(lo, _))| (c.topic.clone(), p, OffsetSpec::Offset(lo)))
-            .collect(),
-    );
+    consumer.assign(ranges.iter().map(|(&p, &(lo, _))| (c.topic.clone(), p, OffsetSpec::Offset(lo))).collect());
     let mut remaining: HashMap<i32, i64> = ranges.iter().map(|(&p, &(_, hi))| (p, hi)).collect();
 
     let (pb, pb_bytes) = if c.bytes.is_some() {
