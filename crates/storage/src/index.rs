@@ -20,21 +20,35 @@ struct Persisted {
     dirty: bool,
 }
 
-fn write_entries(
-    path: &Path,
-    bytes: &[u8],
-    from_entry: usize,
-    entry: usize,
-    total: usize,
-    sync: bool,
-) -> io::Result<()> {
-    let f = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
-    f.write_all_at(bytes, (from_entry * entry) as u64)?;
-    f.set_len((total * entry) as u64)?;
-    if sync {
-        f.sync_data()?;
+impl Persisted {
+    /// Writes the entries not yet on disk (each `entry_size` bytes, encoded by `encode`) and trims
+    /// the file to `entries.len()` entries; fsyncs if `sync`.
+    fn persist<T: Copy>(
+        &mut self,
+        entries: &[T],
+        entry_size: usize,
+        encode: impl Fn(T, &mut Vec<u8>),
+        path: &Path,
+        sync: bool,
+    ) -> io::Result<()> {
+        if self.entries == entries.len() && !self.dirty {
+            return Ok(());
+        }
+        let from = self.entries;
+        let mut buf = Vec::with_capacity((entries.len() - from) * entry_size);
+        for &e in &entries[from..] {
+            encode(e, &mut buf);
+        }
+        let f = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+        f.write_all_at(&buf, (from * entry_size) as u64)?;
+        f.set_len((entries.len() * entry_size) as u64)?;
+        if sync {
+            f.sync_data()?;
+        }
+        self.entries = entries.len();
+        self.dirty = !sync;
+        Ok(())
     }
-    Ok(())
 }
 
 fn read_file(path: &Path) -> Option<Vec<u8>> {
@@ -104,19 +118,11 @@ impl OffsetIndex {
     }
     /// Writes entries not yet on disk and trims the file; fsyncs if `sync`.
     pub fn persist(&mut self, path: &Path, sync: bool) -> io::Result<()> {
-        if self.persisted.entries == self.entries.len() && !self.persisted.dirty {
-            return Ok(());
-        }
-        let from = self.persisted.entries;
-        let mut buf = Vec::with_capacity((self.entries.len() - from) * OFFSET_ENTRY);
-        for &(o, p) in &self.entries[from..] {
+        let encode = |(o, p): (u32, u32), buf: &mut Vec<u8>| {
             buf.extend_from_slice(&o.to_be_bytes());
             buf.extend_from_slice(&p.to_be_bytes());
-        }
-        write_entries(path, &buf, from, OFFSET_ENTRY, self.entries.len(), sync)?;
-        self.persisted.entries = self.entries.len();
-        self.persisted.dirty = !sync;
-        Ok(())
+        };
+        self.persisted.persist(&self.entries, OFFSET_ENTRY, encode, path, sync)
     }
 }
 
@@ -179,19 +185,11 @@ impl TimeIndex {
         Some(idx)
     }
     pub fn persist(&mut self, path: &Path, sync: bool) -> io::Result<()> {
-        if self.persisted.entries == self.entries.len() && !self.persisted.dirty {
-            return Ok(());
-        }
-        let from = self.persisted.entries;
-        let mut buf = Vec::with_capacity((self.entries.len() - from) * TIME_ENTRY);
-        for &(t, o) in &self.entries[from..] {
+        let encode = |(t, o): (i64, u32), buf: &mut Vec<u8>| {
             buf.extend_from_slice(&t.to_be_bytes());
             buf.extend_from_slice(&o.to_be_bytes());
-        }
-        write_entries(path, &buf, from, TIME_ENTRY, self.entries.len(), sync)?;
-        self.persisted.entries = self.entries.len();
-        self.persisted.dirty = !sync;
-        Ok(())
+        };
+        self.persisted.persist(&self.entries, TIME_ENTRY, encode, path, sync)
     }
 }
 

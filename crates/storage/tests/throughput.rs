@@ -4,32 +4,13 @@ mod common;
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
 use tern_storage::{Log, LogConfig};
 
 fn batch_of(records: usize, value: usize) -> Vec<u8> {
-    let recs: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; value])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    buf.to_vec()
+    let recs: Vec<_> = (0..records).map(|i| common::record(i, 1, None, Some(Bytes::from(vec![b'x'; value])))).collect();
+    common::encode(&recs, Compression::None)
 }
 
 #[test]

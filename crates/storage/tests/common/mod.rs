@@ -10,30 +10,40 @@ use tern_storage::{Log, LogConfig};
 pub const ALL_CODECS: [Compression; 5] =
     [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
 
+/// A record for test batches; batch-level fields are left for the encoder.
+pub fn record(i: usize, timestamp: i64, key: Option<Bytes>, value: Option<Bytes>) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: i as i64,
+        sequence: i as i32,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
+/// Encodes `records` as one v2 batch.
+pub fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    buf.to_vec()
+}
+
 /// One v2 batch with a record per timestamp; values are `v{i}`.
 pub fn batch_ts(timestamps: &[i64], compression: Compression) -> Vec<u8> {
     let records: Vec<Record> = timestamps
         .iter()
         .enumerate()
-        .map(|(i, &ts)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: ts,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
-        })
+        .map(|(i, &ts)| record(i, ts, Some(Bytes::from(format!("k{i}"))), Some(Bytes::from(format!("v{i}")))))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-    buf.to_vec()
+    encode(&records, compression)
 }
 
 /// A batch of `n` records, all with timestamp `ts`.
@@ -43,28 +53,7 @@ pub fn batch(n: usize, ts: i64) -> Vec<u8> {
 
 /// A batch of one record whose value has `size` bytes.
 pub fn big_batch(size: usize) -> Vec<u8> {
-    let mut b = batch(1, 1000);
-    let records = vec![Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: 0,
-        timestamp: 1000,
-        key: None,
-        value: Some(Bytes::from(vec![7u8; size])),
-        headers: Default::default(),
-    }];
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    b.clear();
-    b.extend_from_slice(&buf);
-    b
+    encode(&[record(0, 1000, None, Some(Bytes::from(vec![7u8; size])))], Compression::None)
 }
 
 /// Recomputes the CRC of a single batch after a test edited it.
