@@ -1,9 +1,7 @@
 //! Kafka v2 `RecordBatch` framing: header parsing, validation of producer input, patching of
 //! broker-assigned fields, and per-record timestamp lookup for ListOffsets.
 
-use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-
+use crate::decompress::{decompress, MAX_DECOMPRESSED_BYTES};
 use crate::{Result, StorageError};
 
 /// baseOffset(8) + batchLength(4): the part of a batch not counted by `batchLength`.
@@ -166,7 +164,7 @@ fn validate_records(batch: &[u8], h: &BatchHeader) -> Result<()> {
     match h.compression() {
         0 => walk_records(&batch[HEADER_SIZE..], h, |_, _| false).map(|_| ()),
         1..=4 => {
-            let records = decompress(batch, h.compression())
+            let records = decompress(h.compression(), &batch[HEADER_SIZE..], MAX_DECOMPRESSED_BYTES)
                 .map_err(|e| corrupt(format!("undecodable compressed batch: {e}")))?;
             walk_records(&records, h, |_, _| false).map(|_| ())
         }
@@ -267,7 +265,7 @@ pub(crate) fn find_record_by_timestamp(
     let records = if h.compression() == 0 {
         &batch[HEADER_SIZE..]
     } else {
-        match decompress(batch, h.compression()) {
+        match decompress(h.compression(), &batch[HEADER_SIZE..], MAX_DECOMPRESSED_BYTES) {
             Ok(r) => {
                 decompressed = r;
                 &decompressed[..]
@@ -280,22 +278,5 @@ pub(crate) fn find_record_by_timestamp(
         Ok(Some((delta, ts))) => Some((h.base_offset + delta as i64, ts)),
         Ok(None) => None,
         Err(_) => fallback,
-    }
-}
-
-/// Decompresses the records section of a batch with kafka-protocol's codecs, turning a panic
-/// on hostile input into an error.
-fn decompress(batch: &[u8], codec: i16) -> Result<Bytes, String> {
-    let mut input = &batch[HEADER_SIZE..];
-    let result = std::panic::catch_unwind(move || match codec {
-        1 => Gzip::decompress(&mut input, |b: &mut Bytes| Ok(std::mem::take(b))),
-        2 => Snappy::decompress(&mut input, |b: &mut Bytes| Ok(std::mem::take(b))),
-        3 => Lz4::decompress(&mut input, |b: &mut Bytes| Ok(std::mem::take(b))),
-        _ => Zstd::decompress(&mut input, |b: &mut Bytes| Ok(std::mem::take(b))),
-    });
-    match result {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("decompressor panicked".into()),
     }
 }

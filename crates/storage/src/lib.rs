@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 mod batch;
+mod decompress;
 mod epoch;
 mod index;
 mod log;

@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -323,9 +324,25 @@ impl Segment {
 
     /// Reads up to `len` bytes at `pos`, fewer at end of file.
     pub fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let n = read_full(&self.file, &mut buf, pos)?;
-        buf.truncate(n);
+        // pread straight into uninitialised capacity: zero-filling first cost ~6% of fetch CPU.
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let offset = libc::off_t::try_from(pos + buf.len() as u64).map_err(io::Error::other)?;
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity, and
+            // `set_len` below covers only the bytes it reported as written.
+            let n = unsafe { libc::pread(self.file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), offset) };
+            match n {
+                0 => break,
+                n if n > 0 => unsafe { buf.set_len(buf.len() + n as usize) },
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
         Ok(buf)
     }
 

@@ -1,5 +1,8 @@
 mod common;
 
+use std::io::Read;
+
+use bytes::Bytes;
 use common::*;
 use kafka_protocol::records::Compression;
 use tern_storage::{Log, LogConfig, StorageError, TimestampType};
@@ -82,6 +85,23 @@ fn corrupt_batch_rejected_and_nothing_written() {
     assert!(matches!(log.append(&old, 0, 0), Err(StorageError::InvalidRecord(_))));
     assert_eq!(log.log_end_offset(), 1);
     assert_eq!(log.size_bytes(), batch(1, 1).len() as u64);
+}
+
+/// A few hundred KiB of zstd that expands to 256 MiB is refused without expanding it all.
+#[test]
+fn decompression_bomb_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let mut bomb = encode(&[record(0, 1, None, Some(Bytes::from_static(b"v")))], Compression::Zstd);
+    bomb.truncate(61);
+    bomb.extend(zstd::encode_all(std::io::repeat(0).take(256 << 20), 1).unwrap());
+    let batch_length = (bomb.len() - 12) as i32;
+    bomb[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    fix_crc(&mut bomb);
+    assert!(bomb.len() < 1 << 20);
+    let err = log.append(&bomb, 0, 0).unwrap_err();
+    assert!(matches!(&err, StorageError::CorruptRecord(m) if m.contains("more than")), "{err}");
+    assert_eq!(log.log_end_offset(), 0);
 }
 
 #[test]
