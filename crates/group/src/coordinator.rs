@@ -405,7 +405,8 @@ impl GroupCoordinator {
         out
     }
 
-    /// Fires every timer due at `now_ms`.
+    /// Fires every timer due at `now_ms`. Timers this schedules for `now_ms` itself (a zero
+    /// delay) fire on the next call: call again while `next_deadline() <= now`.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Command> {
         let mut out = Vec::new();
         let mut due = Vec::new();

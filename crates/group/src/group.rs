@@ -178,7 +178,7 @@ impl Group {
     }
 
     pub fn rebalance_timeout_ms(&self) -> i64 {
-        self.members.values().map(|m| m.rebalance_timeout_ms as i64).max().unwrap_or(0)
+        self.members.values().map(|m| m.rebalance_timeout_ms.max(0) as i64).max().unwrap_or(0)
     }
 
     pub fn has_all_members_joined(&self) -> bool {
@@ -217,7 +217,7 @@ impl Group {
         if let Some(m) = &member {
             self.dec_protocols(&m.protocols);
             if m.awaiting_join.is_some() {
-                self.num_awaiting_join -= 1;
+                self.num_awaiting_join = self.num_awaiting_join.saturating_sub(1);
             }
             if let Some(instance_id) = &m.instance_id {
                 self.static_members.remove(instance_id);
@@ -260,7 +260,7 @@ impl Group {
         let new_protocols: Vec<String> = member.protocols.iter().map(|p| p.name.clone()).collect();
         match (previous.is_some(), reply_to.is_some()) {
             (false, true) => self.num_awaiting_join += 1,
-            (true, false) => self.num_awaiting_join -= 1,
+            (true, false) => self.num_awaiting_join = self.num_awaiting_join.saturating_sub(1),
             _ => {}
         }
         self.dec_protocols(&old);
@@ -275,7 +275,7 @@ impl Group {
         let member = self.members.get_mut(member_id)?;
         let reply_to = member.awaiting_join.take();
         if reply_to.is_some() {
-            self.num_awaiting_join -= 1;
+            self.num_awaiting_join = self.num_awaiting_join.saturating_sub(1);
         }
         reply_to
     }
@@ -291,7 +291,7 @@ impl Group {
         let Some((index, _, mut member)) = self.members.shift_remove_full(old_id) else { return (None, None) };
         let join = member.awaiting_join.take();
         if join.is_some() {
-            self.num_awaiting_join -= 1;
+            self.num_awaiting_join = self.num_awaiting_join.saturating_sub(1);
         }
         let sync = member.awaiting_sync.take();
         member.id = new_id.to_owned();
@@ -433,7 +433,7 @@ impl Group {
         if seq < pending.since_seq {
             return;
         }
-        pending.count -= 1;
+        pending.count = pending.count.saturating_sub(1);
         if pending.count == 0 {
             partitions.remove(&partition);
             if partitions.is_empty() {

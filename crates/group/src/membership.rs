@@ -457,7 +457,8 @@ impl GroupCoordinator {
         if !group.maybe_elect_new_joined_leader() && !group.members.is_empty() {
             // Only static members that did not rejoin are left: wait for them (or for their
             // session timeouts) another rebalance timeout.
-            let deadline = now_ms.saturating_add(group.rebalance_timeout_ms());
+            // At least 1 ms, so a zero timeout cannot make the driver spin on `tick`.
+            let deadline = now_ms.saturating_add(group.rebalance_timeout_ms().max(1));
             self.set_join_timer(group, deadline, JoinTimer::Regular);
             self.try_complete_join(group, now_ms, out);
             return;

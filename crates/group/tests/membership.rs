@@ -528,3 +528,27 @@ fn ten_members_over_a_thousand_partitions_rebalance_fast() {
     let per_rebalance = started.elapsed() / 20;
     assert!(per_rebalance < std::time::Duration::from_millis(50), "{per_rebalance:?} per rebalance");
 }
+
+#[test]
+fn a_repeated_join_supersedes_the_parked_one() {
+    let mut c = coordinator(config());
+    let (ids, _) = stable_group(&mut c, "g", 2, T0);
+    let (a, b) = (&ids[0], &ids[1]);
+    assert_eq!(c.join_group(join_req(3, "g", a, None), 1, T0 + 1), vec![]);
+    // The client timed out and retried: the first request is answered, the second waits.
+    let cmds = c.join_group(join_req(3, "g", a, None), 2, T0 + 2);
+    assert_eq!(
+        cmds,
+        vec![Command::Reply(
+            1,
+            Response::JoinGroup(JoinGroupResponse {
+                member_id: a.clone(),
+                ..join_error(errors::REBALANCE_IN_PROGRESS)
+            })
+        )]
+    );
+    let cmds = c.join_group(join_req(3, "g", b, None), 3, T0 + 3);
+    assert_eq!(cmds.len(), 2);
+    assert_eq!(join_resp(&cmds[0]).0, 2);
+    assert_eq!(join_resp(&cmds[1]).0, 3);
+}

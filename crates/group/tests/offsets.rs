@@ -509,3 +509,35 @@ fn fifty_thousand_commits_per_second() {
     assert!(elapsed < std::time::Duration::from_secs(limit), "{n} commits took {elapsed:?}");
     assert_eq!(fetch_one(&c, "g", "topic", 999, false).committed_offset, n - 1);
 }
+
+#[test]
+fn retention_time_of_commit_v2_writes_an_expire_timestamp() {
+    let mut c = coordinator(expiry_config());
+    let mut req = commit_req("simple", "", -1, &[("t", 0, 9)]);
+    req.version = 2;
+    req.retention_time_ms = 5000;
+    let cmds = c.offset_commit(req, 1, T0);
+    let token = append_token(&cmds);
+    let value = OffsetCommitValue {
+        offset: 9,
+        leader_epoch: 3,
+        metadata: "meta".into(),
+        commit_timestamp: T0,
+        expire_timestamp: T0 + 5000,
+    };
+    let key = records::encode_key(&OffsetsRecordKey::OffsetCommit {
+        group: "simple".into(),
+        topic: "t".into(),
+        partition: 0,
+    });
+    let value = records::encode_value(&OffsetsRecordValue::OffsetCommit(value), 1).unwrap();
+    assert_eq!(
+        cmds,
+        vec![Command::Append { partition: c.partition_for("simple"), records: vec![(key, Some(value))], token }]
+    );
+    c.append_completed(token, Ok(()), T0);
+    // The explicit expire timestamp wins over offsets.retention.minutes.
+    assert_eq!(tick_all(&mut c, T0 + 4000), vec![]);
+    let cmds = tick_all(&mut c, T0 + 5000);
+    assert!(matches!(&cmds[..], [Command::Append { records, .. }] if records == &vec![tombstone("simple", "t", 0)]));
+}
