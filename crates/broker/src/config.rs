@@ -100,6 +100,15 @@ pub const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.scheduler.interval.ms", LONG_MAX),
     ("queued.max.requests", "500"),
+    // Group coordinator and `__consumer_offsets`.
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.max.size", "2147483647"),
 ];
 
 /// Checks that `value` is acceptable for the topic config `name`.
@@ -200,7 +209,8 @@ impl BrokerConfig {
         self.broker_topic_default(key)
     }
 
-    fn get_i64(&self, key: &str) -> Option<i64> {
+    /// A numeric (or boolean: 1/0) broker setting, set or default.
+    pub fn get_i64(&self, key: &str) -> Option<i64> {
         let v = self.get(key)?;
         match v.trim() {
             "true" => Some(1),
@@ -249,6 +259,12 @@ impl BrokerConfig {
     }
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.get_i64("log.retention.check.interval.ms").unwrap_or(300_000).max(10) as u64
+    }
+    pub fn offsets_topic_num_partitions(&self) -> i32 {
+        self.get_i64("offsets.topic.num.partitions").unwrap_or(50).clamp(1, 10_000) as i32
+    }
+    pub fn offsets_topic_segment_bytes(&self) -> i64 {
+        self.get_i64("offsets.topic.segment.bytes").unwrap_or(104_857_600)
     }
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.get_i64("log.flush.scheduler.interval.ms").unwrap_or(i64::MAX).clamp(10, 3_600_000) as u64

@@ -4,7 +4,9 @@
 
 pub mod config;
 mod errors;
+mod groups;
 mod handlers;
+pub mod offsets_topic;
 mod server;
 pub mod topics;
 
@@ -16,6 +18,7 @@ pub use config::{BrokerConfig, ConfigError};
 pub use server::{decode_frame, serve, DecodedFrame};
 use tokio::sync::{watch, Mutex};
 
+use crate::groups::GroupService;
 use crate::topics::TopicRegistry;
 
 /// Shared state of one broker process.
@@ -27,6 +30,8 @@ pub struct Broker {
     appended: watch::Sender<u64>,
     /// Serialises topic creation, deletion and config changes.
     admin_lock: Mutex<()>,
+    /// The consumer-group coordinator (this broker coordinates every group while single-node).
+    groups: Arc<GroupService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,8 @@ pub enum StartError {
     Topics(#[from] topics::TopicError),
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("loading __consumer_offsets: {0}")]
+    Groups(#[from] tern_storage::StorageError),
 }
 
 impl Broker {
@@ -45,16 +52,24 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir)?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir, config.node_id())?;
         let topics = TopicRegistry::load(&config.data_dir, |overrides| config.log_config(overrides))?;
-        let (appended, _) = watch::channel(0);
-        Ok(Arc::new(Broker { config, topics, cluster_id, appended, admin_lock: Mutex::new(()) }))
+        let offsets = offsets_topic::ensure_offsets_topic(&topics, &config)?;
+        let stored = offsets.partitions.iter().map(|p| offsets_topic::read_all(&p.log)).collect::<Result<_, _>>()?;
+        Ok(Arc::new_cyclic(|broker| {
+            let group_config = groups::group_config(&config);
+            let groups = Arc::new(GroupService::new(group_config, offsets.partitions.clone(), stored, broker.clone()));
+            let (appended, _) = watch::channel(0);
+            Broker { config, topics, cluster_id, appended, admin_lock: Mutex::new(()), groups }
+        }))
     }
 
     fn notify_appended(&self) {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Runs retention and time-based flushing until the process ends.
+    /// Runs retention, time-based flushing and the group coordinator's timers until the
+    /// process ends.
     pub async fn run_background_tasks(self: Arc<Self>) {
+        tokio::spawn(self.groups.clone().run_timers());
         let retention_every = Duration::from_millis(self.config.retention_check_interval_ms());
         let flush_every = Duration::from_millis(self.config.flush_scheduler_interval_ms().min(1000));
         let mut retention = tokio::time::interval(retention_every);

@@ -6,6 +6,7 @@
 //! pipelined requests are ready when the previous one finishes. Frames that cannot be parsed
 //! close the connection (Kafka's behaviour); nothing in here may panic on input.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -40,7 +41,7 @@ pub async fn serve(
                 };
                 let broker = broker.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_connection(stream, broker).await {
+                    if let Err(e) = serve_connection(stream, peer, broker).await {
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
                 });
@@ -63,7 +64,7 @@ const READ_AHEAD: usize = 32;
 /// Read buffer size per connection; frames larger than this get a buffer of their own size.
 const READ_BUFFER: usize = 64 * 1024;
 
-async fn serve_connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), ConnectionError> {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) -> Result<(), ConnectionError> {
     stream.set_nodelay(true)?;
     let (mut read_half, mut write_half) = stream.into_split();
     let max_frame = broker.config.socket_request_max_bytes();
@@ -100,7 +101,7 @@ async fn serve_connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), 
     });
     let result = async {
         while let Some(frame) = rx.recv().await {
-            match process_frame(&broker, frame).await {
+            match process_frame(&broker, frame, peer).await {
                 Ok(Some(response)) => write_half.write_all(&response).await?,
                 Ok(None) => {}
                 Err(e) => return Err(e),
@@ -147,7 +148,7 @@ pub fn decode_frame(mut frame: Bytes) -> Result<DecodedFrame, String> {
 }
 
 /// Decodes one request frame, runs its handler and encodes the response frame.
-async fn process_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<Bytes>, ConnectionError> {
+async fn process_frame(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>, ConnectionError> {
     match decode_frame(frame).map_err(ConnectionError::Protocol)? {
         DecodedFrame::UnsupportedApiVersions { correlation_id } => {
             let response = handlers::api_versions::unsupported_version_response();
@@ -157,7 +158,7 @@ async fn process_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<Byte
             let api_key =
                 ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Protocol("api key".into()))?;
             let (version, correlation_id) = (header.request_api_version, header.correlation_id);
-            match handlers::handle(broker, &header, request).await {
+            match handlers::handle(broker, &header, request, peer).await {
                 Outcome::Respond(response) => encode_response(api_key, version, correlation_id, &response).map(Some),
                 Outcome::NoResponse => Ok(None),
                 Outcome::Close(why) => Err(ConnectionError::Protocol(why)),

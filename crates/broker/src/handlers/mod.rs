@@ -4,11 +4,13 @@ pub(crate) mod admin;
 pub(crate) mod api_versions;
 pub(crate) mod configs;
 pub(crate) mod fetch;
+pub(crate) mod groups;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
 pub(crate) mod records;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -41,14 +43,31 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub(crate) fn is_supported(key: ApiKey, version: i16) -> bool {
     SUPPORTED.iter().any(|&(k, min, max)| k == key && (min..=max).contains(&version))
 }
 
-pub(crate) async fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: RequestKind) -> Outcome {
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: RequestKind,
+    peer: SocketAddr,
+) -> Outcome {
     let v = header.request_api_version;
+    let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
@@ -68,6 +87,17 @@ pub(crate) async fn handle(broker: &Arc<Broker>, header: &RequestHeader, request
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(records::offset_for_leader_epoch(broker, r))
         }
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v)),
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(broker, r, v, client_id, peer).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(broker, r, v).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(broker, r, v).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(broker, r, v).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(broker, r, v)),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(groups::offset_delete(broker, r).await),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(broker, r, v)),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(broker, r, v)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await),
         other => return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other))),
     };
     Outcome::Respond(response)

@@ -1,0 +1,203 @@
+//! The driver of the sans-io group coordinator (`tern-group`): it feeds requests and the clock
+//! into the state machine and carries out the commands it returns: replies go to the waiting
+//! handler, appends go to the `__consumer_offsets` partition logs.
+//!
+//! Invariants:
+//! - The coordinator sits behind a plain mutex that is never held across an `.await` or any I/O;
+//!   executing commands under it only sends on channels.
+//! - Appends to one `__consumer_offsets` partition happen in command order: each partition has
+//!   one appender task fed by a channel. The appender writes everything queued at once (one
+//!   storage append of several batches, one fsync where the flush policy asks for it) and only
+//!   then reports each append's outcome back to the coordinator.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tern_group::{AppendToken, Command, GroupConfig, GroupCoordinator, ReplyTo, Response};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::offsets_topic::{self, KeyValue};
+use crate::topics::Partition;
+use crate::{now_ms, Broker, BrokerConfig};
+
+/// Kafka's error for an append that failed on the coordinator's own log.
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// Upper bound on appends written in one go by a partition's appender.
+const MAX_APPENDS_PER_WRITE: usize = 1024;
+
+pub struct GroupService {
+    state: Mutex<State>,
+    /// The `__consumer_offsets` partitions, by index.
+    partitions: Vec<Arc<Partition>>,
+    /// Woken whenever the coordinator's next deadline may have moved earlier.
+    timers_changed: Notify,
+    broker: Weak<Broker>,
+}
+
+struct State {
+    coordinator: GroupCoordinator,
+    next_reply: ReplyTo,
+    waiting: HashMap<ReplyTo, oneshot::Sender<Response>>,
+    appenders: HashMap<i32, mpsc::UnboundedSender<(AppendToken, Vec<KeyValue>)>>,
+}
+
+pub(crate) fn group_config(config: &BrokerConfig) -> GroupConfig {
+    let get = |key: &str, default: i64| config.get_i64(key).unwrap_or(default);
+    let defaults = GroupConfig::default();
+    GroupConfig {
+        group_min_session_timeout_ms: get("group.min.session.timeout.ms", 6000) as i32,
+        group_max_session_timeout_ms: get("group.max.session.timeout.ms", 1_800_000) as i32,
+        group_initial_rebalance_delay_ms: get("group.initial.rebalance.delay.ms", 3000) as i32,
+        group_max_size: get("group.max.size", i32::MAX as i64) as i32,
+        offsets_retention_minutes: get("offsets.retention.minutes", 10080) as i32,
+        offsets_retention_check_interval_ms: get("offsets.retention.check.interval.ms", 600_000),
+        offsets_topic_num_partitions: config.offsets_topic_num_partitions(),
+        ..defaults
+    }
+}
+
+impl GroupService {
+    /// A coordinator that starts from `stored[i]`, the records of `__consumer_offsets`
+    /// partition `partitions[i]`, oldest first.
+    pub(crate) fn new(
+        config: GroupConfig,
+        partitions: Vec<Arc<Partition>>,
+        stored: Vec<Vec<KeyValue>>,
+        broker: Weak<Broker>,
+    ) -> GroupService {
+        let mut coordinator = GroupCoordinator::new(config);
+        let now = now_ms();
+        for (p, records) in partitions.iter().zip(stored) {
+            coordinator.begin_loading(p.index);
+            let summary = coordinator.load_partition(p.index, records.into_iter(), now);
+            if summary.groups + summary.offsets + summary.skipped_corrupt > 0 {
+                tracing::info!(partition = p.index, ?summary, "loaded {}", offsets_topic::OFFSETS_TOPIC);
+            }
+        }
+        let state = State { coordinator, next_reply: 0, waiting: HashMap::new(), appenders: HashMap::new() };
+        GroupService { state: Mutex::new(state), partitions, timers_changed: Notify::new(), broker }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a coordinator call whose answer may come later (JoinGroup, SyncGroup, OffsetCommit, ...).
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut GroupCoordinator, ReplyTo, i64) -> Vec<Command>,
+    ) -> Option<Response> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            let reply_to = state.next_reply;
+            state.next_reply += 1;
+            state.waiting.insert(reply_to, tx);
+            let commands = f(&mut state.coordinator, reply_to, now_ms());
+            self.execute(&mut state, commands);
+        }
+        self.timers_changed.notify_one();
+        rx.await.ok()
+    }
+
+    /// Runs a coordinator call that answers at once (Heartbeat, OffsetFetch, ListGroups, ...).
+    pub(crate) fn query<T>(&self, f: impl FnOnce(&mut GroupCoordinator, i64) -> T) -> T {
+        let result = f(&mut self.lock().coordinator, now_ms());
+        self.timers_changed.notify_one();
+        result
+    }
+
+    fn execute(self: &Arc<Self>, state: &mut State, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::Reply(reply_to, response) => {
+                    if let Some(tx) = state.waiting.remove(&reply_to) {
+                        let _ = tx.send(response); // the client may have gone
+                    }
+                }
+                Command::Append { partition, records, token } => {
+                    let tx = state.appenders.entry(partition).or_insert_with(|| self.spawn_appender(partition));
+                    if tx.send((token, records)).is_err() {
+                        let commands =
+                            state.coordinator.append_completed(token, Err(COORDINATOR_NOT_AVAILABLE), now_ms());
+                        self.execute(state, commands);
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn_appender(self: &Arc<Self>, partition: i32) -> mpsc::UnboundedSender<(AppendToken, Vec<KeyValue>)> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(AppendToken, Vec<KeyValue>)>();
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut queued = Vec::new();
+            while rx.recv_many(&mut queued, MAX_APPENDS_PER_WRITE).await > 0 {
+                let Some(service) = service.upgrade() else { return };
+                let log_partition = service.partitions.get(partition as usize).cloned();
+                let appends = std::mem::take(&mut queued);
+                let tokens: Vec<AppendToken> = appends.iter().map(|(t, _)| *t).collect();
+                let result = match log_partition {
+                    Some(p) => crate::handlers::blocking(move || append_batches(&p, &appends)).await,
+                    None => Err(COORDINATOR_NOT_AVAILABLE),
+                };
+                if let Some(broker) = service.broker.upgrade() {
+                    broker.notify_appended();
+                }
+                let mut state = service.lock();
+                let now = now_ms();
+                for token in tokens {
+                    let commands = state.coordinator.append_completed(token, result, now);
+                    service.execute(&mut state, commands);
+                }
+                drop(state);
+                service.timers_changed.notify_one();
+            }
+        });
+        tx
+    }
+
+    /// Calls `tick` whenever the coordinator's next deadline passes (session timeouts,
+    /// rebalance timeouts, offset expiry). Runs until the process ends.
+    pub(crate) async fn run_timers(self: Arc<Self>) {
+        loop {
+            let deadline = self.lock().coordinator.next_deadline();
+            let wait = match deadline {
+                Some(d) => Duration::from_millis((d - now_ms()).clamp(0, 60_000) as u64),
+                None => Duration::from_secs(60),
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.timers_changed.notified() => continue,
+                }
+            }
+            let mut state = self.lock();
+            let commands = state.coordinator.tick(now_ms());
+            self.execute(&mut state, commands);
+        }
+    }
+}
+
+/// Writes several appends as consecutive batches in one storage append.
+fn append_batches(partition: &Partition, appends: &[(AppendToken, Vec<KeyValue>)]) -> Result<(), i16> {
+    let now = now_ms();
+    let mut input = BytesMut::new();
+    for (_, records) in appends {
+        let batch = offsets_topic::encode_batch(records, now).map_err(|e| {
+            tracing::error!(error = %e, "cannot encode {} records", offsets_topic::OFFSETS_TOPIC);
+            COORDINATOR_NOT_AVAILABLE
+        })?;
+        input.extend_from_slice(&batch);
+    }
+    if input.is_empty() {
+        return Ok(());
+    }
+    let input: Bytes = input.freeze();
+    partition.log.append(&input, partition.leader_epoch, now).map(|_| ()).map_err(|e| {
+        tracing::error!(partition = partition.index, error = %e, "append to {} failed", offsets_topic::OFFSETS_TOPIC);
+        COORDINATOR_NOT_AVAILABLE
+    })
+}
