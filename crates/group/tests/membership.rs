@@ -485,11 +485,12 @@ fn unload_answers_parked_requests() {
 }
 
 #[test]
-fn ten_members_over_a_thousand_partitions_rebalance_fast() {
+/// Twenty rebalances of a 10-member group with 1,000-partition assignments: every generation
+/// completes. (Speed is measured by `tern bench`, not asserted here.)
+fn ten_members_over_a_thousand_partitions_rebalance_repeatedly() {
     let mut c = coordinator(config());
     let topics: Vec<String> = (0..10).map(|i| format!("topic-{i}")).collect();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let started = std::time::Instant::now();
     for round in 0..20 {
         let now = T0 + round * 1000;
         let mut ids = Vec::new();
@@ -525,8 +526,7 @@ fn ten_members_over_a_thousand_partitions_rebalance_fast() {
         let cmds = c.sync_group(sync_req("big", &ids[0], generation, assignments), 51, now);
         assert_eq!(c.append_completed(append_token(&cmds), Ok(()), now).len(), 10);
     }
-    let per_rebalance = started.elapsed() / 20;
-    assert!(per_rebalance < std::time::Duration::from_millis(50), "{per_rebalance:?} per rebalance");
+    assert_eq!(c.group_state("big"), Some(tern_group::GroupState::Stable));
 }
 
 #[test]

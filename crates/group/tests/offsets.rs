@@ -492,10 +492,11 @@ fn load_of_kafka_style_records() {
 }
 
 #[test]
-fn fifty_thousand_commits_per_second() {
+/// 50,000 commits each acknowledged after its append; the last one wins. (Speed is measured by
+/// `tern bench`, not asserted here.)
+fn fifty_thousand_commits_all_acknowledged() {
     let mut c = coordinator(config());
     let (ids, _) = stable_group(&mut c, "g", 1, T0);
-    let started = std::time::Instant::now();
     let n = 50_000;
     for i in 0..n {
         let cmds = c.offset_commit(commit_req("g", &ids[0], 1, &[("topic", (i % 1000) as i32, i)]), i as u64, T0);
@@ -503,10 +504,6 @@ fn fifty_thousand_commits_per_second() {
         let replies = c.append_completed(token, Ok(()), T0);
         assert_eq!(replies.len(), 1);
     }
-    let elapsed = started.elapsed();
-    // The target is 50k/s; unoptimised test builds on a shared machine get some slack.
-    let limit = if cfg!(debug_assertions) { 3 } else { 1 };
-    assert!(elapsed < std::time::Duration::from_secs(limit), "{n} commits took {elapsed:?}");
     assert_eq!(fetch_one(&c, "g", "topic", 999, false).committed_offset, n - 1);
 }
 
