@@ -53,6 +53,17 @@ client_requests! {
     IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse, IncrementalAlterConfigs;
     DescribeClusterRequest => DescribeClusterResponse, DescribeCluster;
     DeleteRecordsRequest => DeleteRecordsResponse, DeleteRecords;
+    FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator;
+    JoinGroupRequest => JoinGroupResponse, JoinGroup;
+    SyncGroupRequest => SyncGroupResponse, SyncGroup;
+    HeartbeatRequest => HeartbeatResponse, Heartbeat;
+    LeaveGroupRequest => LeaveGroupResponse, LeaveGroup;
+    OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
+    OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
+    OffsetDeleteRequest => OffsetDeleteResponse, OffsetDelete;
+    ListGroupsRequest => ListGroupsResponse, ListGroups;
+    DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups;
+    DeleteGroupsRequest => DeleteGroupsResponse, DeleteGroups;
 }
 
 const CLIENT_SOFTWARE_NAME: &str = "tern-client";
@@ -132,6 +143,13 @@ pub struct PendingResponse<T> {
 }
 
 impl<T: Decodable> PendingResponse<T> {
+    /// Replaces the connection's request timeout for this response (JoinGroup may legitimately
+    /// wait for the whole rebalance timeout).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Waits for the response and decodes it.
     pub async fn wait(self) -> Result<T> {
         let body = match tokio::time::timeout(self.timeout, self.rx).await {
@@ -264,6 +282,8 @@ impl Connection {
 fn client_min_version(key: ApiKey) -> i16 {
     match key {
         ApiKey::Metadata => 1,
+        ApiKey::OffsetCommit => <OffsetCommitRequest as Message>::VERSIONS.min,
+        ApiKey::OffsetFetch => <OffsetFetchRequest as Message>::VERSIONS.min,
         _ => 0,
     }
 }
@@ -282,6 +302,17 @@ fn client_max_version(key: ApiKey) -> Option<i16> {
         ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::MAX_VERSION,
         ApiKey::DescribeCluster => DescribeClusterRequest::MAX_VERSION,
         ApiKey::DeleteRecords => DeleteRecordsRequest::MAX_VERSION,
+        ApiKey::FindCoordinator => FindCoordinatorRequest::MAX_VERSION,
+        ApiKey::JoinGroup => JoinGroupRequest::MAX_VERSION,
+        ApiKey::SyncGroup => SyncGroupRequest::MAX_VERSION,
+        ApiKey::Heartbeat => HeartbeatRequest::MAX_VERSION,
+        ApiKey::LeaveGroup => LeaveGroupRequest::MAX_VERSION,
+        ApiKey::OffsetCommit => OffsetCommitRequest::MAX_VERSION,
+        ApiKey::OffsetFetch => OffsetFetchRequest::MAX_VERSION,
+        ApiKey::OffsetDelete => OffsetDeleteRequest::MAX_VERSION,
+        ApiKey::ListGroups => ListGroupsRequest::MAX_VERSION,
+        ApiKey::DescribeGroups => DescribeGroupsRequest::MAX_VERSION,
+        ApiKey::DeleteGroups => DeleteGroupsRequest::MAX_VERSION,
         _ => return None,
     })
 }
