@@ -25,6 +25,10 @@ const RECORD_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+const TRANSACTIONAL_BIT: i16 = 1 << 4;
+const CONTROL_BIT: i16 = 1 << 5;
+/// KIP-534: the base timestamp holds the batch's delete horizon.
+const DELETE_HORIZON_BIT: i16 = 1 << 6;
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
@@ -84,6 +88,17 @@ impl BatchHeader {
     pub fn is_log_append_time(&self) -> bool {
         self.attributes & TIMESTAMP_TYPE_BIT != 0
     }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+    /// KIP-534's delete horizon: when set, the base timestamp is the time after which the
+    /// cleaner may remove the batch's tombstones.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_BIT != 0).then_some(self.base_timestamp)
+    }
 }
 
 /// Checks the stored CRC-32C of a whole batch.
@@ -91,14 +106,19 @@ pub(crate) fn crc_ok(batch: &[u8]) -> bool {
     batch.len() >= HEADER_SIZE && be_u32(batch, CRC) == crc32c::crc32c(&batch[ATTRIBUTES..])
 }
 
-/// Validates a batch as stored on disk during recovery: framing, magic, CRC and offsets that
-/// continue exactly at `expected_offset` (Tern does not compact, so offsets are contiguous).
-pub(crate) fn stored_batch_ok(batch: &[u8], h: &BatchHeader, expected_offset: i64) -> bool {
+/// Validates a batch as stored on disk during recovery: framing, magic, CRC and a base offset of
+/// at least `min_offset` (one past the previous batch's last offset). Offsets only have to
+/// increase, not be contiguous, because compaction leaves gaps between batches. This does not
+/// weaken torn-tail detection: everything but the base offset, length and leader epoch is under
+/// the CRC, and a torn write leaves zeroes (or stale bytes in the same block as CRC-covered ones),
+/// which either fail the CRC or make the base offset fall below `min_offset`.
+pub(crate) fn stored_batch_ok(batch: &[u8], h: &BatchHeader, min_offset: i64) -> bool {
     h.size >= HEADER_SIZE
         && h.size == batch.len()
         && h.magic == 2
-        && h.base_offset == expected_offset
+        && h.base_offset >= min_offset
         && h.last_offset_delta >= 0
+        && h.record_count >= 0
         && crc_ok(batch)
 }
 
@@ -110,7 +130,14 @@ pub(crate) struct ValidBatch {
 }
 
 /// Validates every batch of a produce request; returns them in order, or the first error.
-pub(crate) fn validate_input(input: &[u8], max_message_bytes: usize, out: &mut Vec<ValidBatch>) -> Result<()> {
+/// `compacted` (`cleanup.policy` includes `compact`) also rejects records without a key, as
+/// Kafka does: compaction could not tell which value such a record supersedes.
+pub(crate) fn validate_input(
+    input: &[u8],
+    max_message_bytes: usize,
+    compacted: bool,
+    out: &mut Vec<ValidBatch>,
+) -> Result<()> {
     out.clear();
     if input.is_empty() {
         return Err(StorageError::InvalidRecord("no record batches".into()));
@@ -140,7 +167,7 @@ pub(crate) fn validate_input(input: &[u8], max_message_bytes: usize, out: &mut V
             return Err(corrupt(format!("CRC mismatch in batch at byte {pos}")));
         }
         let header = BatchHeader::parse(batch).expect("length checked");
-        validate_records(batch, &header)?;
+        validate_records(batch, &header, compacted)?;
         out.push(ValidBatch { start: pos, header });
         pos += size;
     }
@@ -151,7 +178,7 @@ fn corrupt(msg: String) -> StorageError {
     StorageError::CorruptRecord(msg)
 }
 
-fn validate_records(batch: &[u8], h: &BatchHeader) -> Result<()> {
+fn validate_records(batch: &[u8], h: &BatchHeader, compacted: bool) -> Result<()> {
     if h.record_count <= 0 {
         return Err(StorageError::InvalidRecord(format!("record count {} in a produced batch", h.record_count)));
     }
@@ -161,43 +188,137 @@ fn validate_records(batch: &[u8], h: &BatchHeader) -> Result<()> {
             h.last_offset_delta, h.record_count
         )));
     }
+    let need_key = compacted && !h.is_control();
+    let check = |r: &RawRecord<'_>| {
+        if need_key && r.key()?.is_none() {
+            return Err(StorageError::InvalidRecord("compacted topic cannot accept a record without a key".into()));
+        }
+        Ok(false)
+    };
     match h.compression() {
-        0 => walk_records(&batch[HEADER_SIZE..], h, |_, _| false).map(|_| ()),
+        0 => walk_records(&batch[HEADER_SIZE..], h, Deltas::Contiguous, check).map(|_| ()),
         1..=4 => {
             let records = decompress(h.compression(), &batch[HEADER_SIZE..], MAX_DECOMPRESSED_BYTES)
                 .map_err(|e| corrupt(format!("undecodable compressed batch: {e}")))?;
-            walk_records(&records, h, |_, _| false).map(|_| ())
+            walk_records(&records, h, Deltas::Contiguous, check).map(|_| ())
         }
         c => Err(StorageError::InvalidRecord(format!("unknown compression codec {c}"))),
     }
 }
 
-/// Walks the (uncompressed) records of a batch without allocating, checking that the offset
-/// deltas are 0..n-1 and that the record lengths account for every byte. `visit(offset_delta,
-/// timestamp)` returns true to stop early; the walk then returns that record.
-pub(crate) fn walk_records(
-    records: &[u8],
+/// What the offset deltas of a batch's records must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deltas {
+    /// `0, 1, ..., recordCount - 1`: every batch a producer sends.
+    Contiguous,
+    /// Strictly increasing within `[0, lastOffsetDelta]`: stored batches, which compaction may
+    /// have thinned out while keeping the survivors' offsets.
+    Increasing,
+}
+
+/// One record of an uncompressed records section, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawRecord<'a> {
+    /// The whole record, its length prefix included.
+    pub bytes: &'a [u8],
+    pub offset_delta: i32,
+    pub timestamp: i64,
+    attributes: u8,
+    /// The record after its timestamp delta: offset delta, key, value, headers.
+    after_timestamp: &'a [u8],
+    /// The record after its offset delta: key, value, headers.
+    tail: &'a [u8],
+}
+
+impl<'a> RawRecord<'a> {
+    /// The key, `None` if null.
+    pub fn key(&self) -> Result<Option<&'a [u8]>> {
+        let mut b = self.tail;
+        read_bytes(&mut b)
+    }
+    /// The key and whether the value is null (a tombstone).
+    pub fn key_and_tombstone(&self) -> Result<(Option<&'a [u8]>, bool)> {
+        let mut b = self.tail;
+        let key = read_bytes(&mut b)?;
+        let value_len = read_varint(&mut b)?;
+        if value_len > 0 && value_len as usize > b.len() {
+            return Err(corrupt(format!("record value length {value_len} exceeds the record")));
+        }
+        Ok((key, value_len < 0))
+    }
+
+    /// Appends this record to `out` re-encoded for a batch whose base timestamp is `base_ts`:
+    /// only its length and timestamp delta change, the rest is copied.
+    pub fn rebased(&self, base_ts: i64, out: &mut Vec<u8>) {
+        let mut delta = Vec::with_capacity(10);
+        write_varlong(&mut delta, self.timestamp.wrapping_sub(base_ts));
+        let len = 1 + delta.len() + self.after_timestamp.len();
+        write_varlong(out, len as i64);
+        out.push(self.attributes);
+        out.extend_from_slice(&delta);
+        out.extend_from_slice(self.after_timestamp);
+    }
+}
+
+/// A varint-length-prefixed byte string; a negative length is null.
+fn read_bytes<'a>(b: &mut &'a [u8]) -> Result<Option<&'a [u8]>> {
+    let len = read_varint(b)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    if len as usize > b.len() {
+        return Err(corrupt(format!("record key length {len} exceeds the record")));
+    }
+    let (v, rest) = b.split_at(len as usize);
+    *b = rest;
+    Ok(Some(v))
+}
+
+/// Walks the (uncompressed) records of a batch without allocating, checking the offset deltas
+/// against `deltas` and that the record lengths account for every byte. `visit` returns true to
+/// stop early; the walk then returns that record's (offset delta, timestamp).
+pub(crate) fn walk_records<'a>(
+    records: &'a [u8],
     h: &BatchHeader,
-    mut visit: impl FnMut(i32, i64) -> bool,
+    deltas: Deltas,
+    mut visit: impl FnMut(&RawRecord<'a>) -> Result<bool>,
 ) -> Result<Option<(i32, i64)>> {
     let mut rest = records;
+    let mut prev = -1;
     for i in 0..h.record_count {
+        let start = rest;
         let len = read_varint(&mut rest)?;
         if len < 0 || len as usize > rest.len() {
             return Err(corrupt(format!("record {i} length {len} exceeds the batch")));
         }
+        let whole = start.len() - rest.len() + len as usize;
         let (mut body, after) = rest.split_at(len as usize);
         if body.is_empty() {
             return Err(corrupt(format!("record {i} is empty")));
         }
-        body = &body[1..]; // attributes
+        let attributes = body[0];
+        body = &body[1..];
         let ts_delta = read_varlong(&mut body)?;
+        let after_timestamp = body;
         let offset_delta = read_varint(&mut body)?;
-        if offset_delta != i {
+        let ok = match deltas {
+            Deltas::Contiguous => offset_delta == i,
+            Deltas::Increasing => offset_delta > prev && offset_delta <= h.last_offset_delta,
+        };
+        if !ok {
             return Err(StorageError::InvalidRecord(format!("record {i} has offset delta {offset_delta}")));
         }
-        if visit(offset_delta, h.base_timestamp.wrapping_add(ts_delta)) {
-            return Ok(Some((offset_delta, h.base_timestamp.wrapping_add(ts_delta))));
+        prev = offset_delta;
+        let record = RawRecord {
+            bytes: &start[..whole],
+            offset_delta,
+            timestamp: h.base_timestamp.wrapping_add(ts_delta),
+            attributes,
+            after_timestamp,
+            tail: body,
+        };
+        if visit(&record)? {
+            return Ok(Some((offset_delta, record.timestamp)));
         }
         rest = after;
     }
@@ -205,6 +326,40 @@ pub(crate) fn walk_records(
         return Err(corrupt(format!("{} bytes after the last record", rest.len())));
     }
     Ok(None)
+}
+
+/// A new batch with `batch`'s header and `records` as its records section (already compressed
+/// with the batch's codec), holding `record_count` records whose largest timestamp is
+/// `max_timestamp`. Base offset, lastOffsetDelta, attributes and the producer fields are kept, so
+/// the surviving records keep their offsets (Kafka's `MemoryRecords.filterTo` with
+/// `overrideLastOffset`). `delete_horizon` (KIP-534) sets the delete-horizon bit and stores the
+/// horizon as the base timestamp; the records must then be encoded relative to it. Under
+/// LogAppendTime the max timestamp is the append time and stays.
+pub(crate) fn rebuild(
+    batch: &[u8],
+    h: &BatchHeader,
+    records: &[u8],
+    record_count: i32,
+    max_timestamp: i64,
+    delete_horizon: Option<i64>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_SIZE + records.len());
+    out.extend_from_slice(&batch[..HEADER_SIZE]);
+    out.extend_from_slice(records);
+    let len = (out.len() - LOG_OVERHEAD) as i32;
+    out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+    out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&record_count.to_be_bytes());
+    if !h.is_log_append_time() {
+        out[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    if let Some(horizon) = delete_horizon {
+        let attrs = h.attributes | DELETE_HORIZON_BIT;
+        out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+        out[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&horizon.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 fn read_varlong(b: &mut &[u8]) -> Result<i64> {
@@ -228,6 +383,16 @@ fn read_varlong(b: &mut &[u8]) -> Result<i64> {
 fn read_varint(b: &mut &[u8]) -> Result<i32> {
     let v = read_varlong(b)?;
     i32::try_from(v).map_err(|_| corrupt("varint out of i32 range".into()))
+}
+
+/// The zigzag varint encoding of the record format (the inverse of [`read_varlong`]).
+fn write_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
 }
 
 /// Overwrites the broker-owned fields of a batch already copied into the write buffer.
@@ -273,10 +438,28 @@ pub(crate) fn find_record_by_timestamp(
             Err(_) => return fallback,
         }
     };
-    let found = walk_records(records, h, |delta, ts| h.base_offset + delta as i64 >= min_offset && ts >= target);
+    let found = walk_records(records, h, Deltas::Increasing, |r| {
+        Ok(h.base_offset + r.offset_delta as i64 >= min_offset && r.timestamp >= target)
+    });
     match found {
         Ok(Some((delta, ts))) => Some((h.base_offset + delta as i64, ts)),
         Ok(None) => None,
         Err(_) => fallback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varlong_roundtrip() {
+        for v in [0, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i64::MAX, i64::MIN, 1_700_000_000_000] {
+            let mut buf = Vec::new();
+            write_varlong(&mut buf, v);
+            let mut rest = &buf[..];
+            assert_eq!(read_varlong(&mut rest).unwrap(), v);
+            assert!(rest.is_empty());
+        }
     }
 }

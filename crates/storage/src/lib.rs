@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 mod batch;
+mod cleaner;
 mod decompress;
 mod epoch;
 mod index;
@@ -17,6 +18,7 @@ mod log;
 mod ops;
 mod segment;
 
+pub use crate::cleaner::{CleanStats, CleanerOptions, CrashPoint};
 pub use crate::log::Log;
 
 /// How record timestamps are assigned (`message.timestamp.type`).
@@ -24,6 +26,34 @@ pub use crate::log::Log;
 pub enum TimestampType {
     CreateTime,
     LogAppendTime,
+}
+
+/// `cleanup.policy`: which of deletion (time/size retention) and compaction apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// `delete`: `retention.ms` and `retention.bytes` remove old segments.
+    pub delete: bool,
+    /// `compact`: the cleaner keeps the latest record per key (see [`Log::clean`]).
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: false };
+    pub const COMPACT: CleanupPolicy = CleanupPolicy { delete: false, compact: true };
+
+    /// Parses Kafka's list syntax (`delete`, `compact`, `compact,delete`); unknown entries are
+    /// ignored and an empty list means `delete`, Kafka's default.
+    pub fn parse(value: &str) -> CleanupPolicy {
+        let mut p = CleanupPolicy { delete: false, compact: false };
+        for item in value.split(',').map(|s| s.trim()) {
+            p.delete |= item.eq_ignore_ascii_case("delete");
+            p.compact |= item.eq_ignore_ascii_case("compact");
+        }
+        if !p.delete && !p.compact {
+            p.delete = true;
+        }
+        p
+    }
 }
 
 /// Per-log settings, named after Kafka's topic configs; `Default` gives Kafka's defaults.
@@ -49,6 +79,16 @@ pub struct LogConfig {
     pub index_interval_bytes: usize,
     /// `segment.index.bytes`
     pub segment_index_bytes: usize,
+    /// `cleanup.policy`
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long tombstones survive after they were first cleaned.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty records older than this force a cleaning.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -64,6 +104,11 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: 4096,
             segment_index_bytes: 10 * 1024 * 1024,
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -75,7 +120,8 @@ pub enum StorageError {
     /// CRC mismatch, bad length or otherwise undecodable batch (CORRUPT_MESSAGE).
     #[error("corrupt record batch: {0}")]
     CorruptRecord(String),
-    /// Well-formed but not acceptable, e.g. magic < 2 or record count mismatch (INVALID_RECORD).
+    /// Well-formed but not acceptable, e.g. magic < 2, record count mismatch or a record without
+    /// a key under `cleanup.policy=compact` (INVALID_RECORD).
     #[error("invalid record batch: {0}")]
     InvalidRecord(String),
     /// A batch larger than `max.message.bytes` (MESSAGE_TOO_LARGE).

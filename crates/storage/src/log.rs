@@ -2,8 +2,10 @@
 //! truncation and recovery on open.
 //!
 //! Concurrency: one `writer` mutex serialises every mutation (append, roll, retention,
-//! truncation, flush). Readers never take it: they load the log end offset, then clone the
-//! `Arc`'d segment list under a short read lock and `pread` below each segment's committed size.
+//! truncation, flush, and the cleaner's swap of cleaned segments). Readers never take it: they
+//! load the log end offset, then clone the `Arc`'d segment list under a short read lock and
+//! `pread` below each segment's committed size. A segment replaced by the cleaner stays readable
+//! through the `Arc`s (and open file) of readers that took their snapshot before the swap.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, ValidBatch};
+use crate::cleaner::{self, CleanerState};
 use crate::epoch::EpochCache;
 use crate::segment::{self, Segment};
 use crate::{io_err, AppendInfo, LogConfig, ReadResult, Result, StorageError, TimestampType};
@@ -32,7 +35,7 @@ pub(crate) struct Writer {
     placed: Vec<(usize, BatchHeader)>,
     pub(crate) unflushed: i64,
     pub(crate) last_flush_ms: i64,
-    closed: bool,
+    pub(crate) closed: bool,
 }
 
 /// One partition's log. All methods take `&self`: appends are serialised internally,
@@ -46,6 +49,11 @@ pub struct Log {
     pub(crate) log_start: AtomicI64,
     pub(crate) leo: AtomicI64,
     pub(crate) hw: AtomicI64,
+    /// The cleaner's first dirty offset (`cleaner-offset-checkpoint`); changed under `writer`.
+    pub(crate) first_dirty: AtomicI64,
+    /// Held for a whole cleaning pass, so passes never overlap. Taken before `writer`, never
+    /// while holding it.
+    pub(crate) cleaner: Mutex<CleanerState>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,11 +75,11 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn read_offset_file(path: &Path) -> Option<i64> {
+pub(crate) fn read_offset_file(path: &Path) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|&o| o >= 0)
 }
 
@@ -81,6 +89,8 @@ impl Log {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let marker = dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
+        // Finish or roll back a cleaner swap interrupted by a crash, before segments are listed.
+        let swapped = cleaner::recover_swaps(dir).map_err(|e| io_err(dir, e))?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
             let entry = entry.map_err(|e| io_err(dir, e))?;
@@ -105,11 +115,12 @@ impl Log {
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
-            let recover = !clean && (last || bases[i + 1] > recovery_point);
+            let recover = (!clean && (last || bases[i + 1] > recovery_point)) || swapped.contains(&base);
             let path = segment::file_name(dir, base, "log");
             if let Some(prev) = segments.last() {
-                if prev.next_offset() != base {
-                    tracing::warn!(segment = %path.display(), "dropping segment not contiguous with its predecessor");
+                // Compaction can leave a gap between segments, never an overlap.
+                if prev.next_offset() > base {
+                    tracing::warn!(segment = %path.display(), "dropping segment overlapping its predecessor");
                     segment::delete_files(dir, base).map_err(|e| io_err(&path, e))?;
                     continue;
                 }
@@ -136,6 +147,7 @@ impl Log {
             let seg = segments.remove(0);
             seg.delete_files().map_err(|e| io_err(&seg.log_path, e))?;
         }
+        let first_dirty = read_offset_file(&dir.join(cleaner::CHECKPOINT)).unwrap_or(log_start).min(leo);
         let mut epochs = EpochCache::load(dir);
         epochs.truncate_from_end(leo)?;
         epochs.truncate_from_start(log_start)?;
@@ -153,6 +165,8 @@ impl Log {
             leo: AtomicI64::new(leo),
             // Single node: everything appended is committed. Replication will own the HW.
             hw: AtomicI64::new(leo),
+            first_dirty: AtomicI64::new(first_dirty),
+            cleaner: Mutex::new(CleanerState::default()),
         })
     }
 
@@ -163,7 +177,7 @@ impl Log {
         let cfg = self.config();
         let mut guard = lock(&self.writer);
         let w = &mut *guard;
-        batch::validate_input(batches, cfg.max_message_bytes, &mut w.valid)?;
+        batch::validate_input(batches, cfg.max_message_bytes, cfg.cleanup_policy.compact, &mut w.valid)?;
         if w.closed {
             let marker = self.dir.join(CLEAN_SHUTDOWN);
             std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
@@ -335,8 +349,15 @@ impl Log {
             }
         };
         let max_size = cfg.segment_bytes.min(i32::MAX as u64);
+        // Records in the active segment cannot be compacted, so a compacted log also rolls
+        // once `max.compaction.lag.ms` has passed (Kafka's `LogConfig.maxSegmentMs`).
+        let segment_ms = if cfg.cleanup_policy.compact && cfg.max_compaction_lag_ms > 0 {
+            cfg.segment_ms.min(cfg.max_compaction_lag_ms)
+        } else {
+            cfg.segment_ms
+        };
         let roll = size + bytes > max_size
-            || waited > cfg.segment_ms
+            || waited > segment_ms
             || active.index_full(cfg.segment_index_bytes)
             || last_offset - active.base_offset > i32::MAX as i64;
         if roll {

@@ -70,8 +70,12 @@ impl Log {
     /// Deletes segments past `retention.ms` or beyond `retention.bytes`, oldest first and only
     /// below the high watermark. If every segment expires, the active one is rolled first so the
     /// log ends up empty with its end offset kept. Returns the number of segments deleted.
+    /// Does nothing unless `cleanup.policy` includes `delete`.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let cfg = self.config();
+        if !cfg.cleanup_policy.delete {
+            return Ok(0);
+        }
         let mut w = lock(&self.writer);
         let mut deleted = 0;
         if cfg.retention_ms >= 0 {
@@ -162,6 +166,7 @@ impl Log {
             self.log_start.store(offset.max(0), Ordering::Release);
             self.leo.store(offset.max(0), Ordering::Release);
             self.hw.store(offset.max(0), Ordering::Release);
+            self.lower_cleaner_checkpoint(offset.max(0))?;
             lock(&self.epochs).clear()?;
             return Ok(());
         }
@@ -179,6 +184,7 @@ impl Log {
             self.hw.store(leo, Ordering::Release);
         }
         w.unflushed = 0;
+        self.lower_cleaner_checkpoint(leo)?;
         lock(&self.epochs).truncate_from_end(leo)
     }
 }

@@ -117,6 +117,20 @@ impl Segment {
         Ok((seg, truncated))
     }
 
+    /// Creates the `<base>.log.cleaned` file the cleaner writes a replacement segment into. The
+    /// segment's paths are the live names it will have once swapped in; its indexes are written
+    /// with [`Segment::persist_indexes_to`] to the `.cleaned` names.
+    pub fn create_cleaned(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let path = file_name(dir, base_offset, "log.cleaned");
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        Ok(Segment::new(dir, base_offset, file, now_ms))
+    }
+
+    /// Whether a batch's offsets are representable in this segment's indexes (relative u32).
+    fn fits(&self, h: &BatchHeader) -> bool {
+        h.base_offset >= self.base_offset && h.last_offset() - self.base_offset <= i32::MAX as i64
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, SegState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -134,6 +148,14 @@ impl Segment {
     }
     pub fn offset_of_max_timestamp(&self) -> i64 {
         self.lock().offset_of_max_ts
+    }
+    /// When the segment was last appended to (the file's mtime after a reopen).
+    pub fn last_modified_ms(&self) -> i64 {
+        self.lock().last_modified_ms
+    }
+    /// The max timestamp of the first batch, if any.
+    pub fn first_batch_timestamp(&self) -> Option<i64> {
+        self.lock().first_batch_ts
     }
     /// The timestamp retention compares against: the largest record timestamp, or the last
     /// modification time when records carry none.
@@ -175,8 +197,9 @@ impl Segment {
         let mut next = self.base_offset;
         let mut end = tail_start;
         self.scan_headers(tail_start, len, |pos, h| {
-            let gap = (pos == 0 || pos != tail_start) && h.base_offset != next;
-            if gap || h.magic != 2 || h.last_offset_delta < 0 {
+            // Offsets only increase: compaction leaves gaps between batches.
+            let gap = (pos == 0 || pos != tail_start) && h.base_offset < next;
+            if gap || h.magic != 2 || h.last_offset_delta < 0 || !self.fits(h) {
                 return false;
             }
             if h.max_timestamp > max_ts {
@@ -238,7 +261,7 @@ impl Segment {
                     }
                     break;
                 }
-                if !batch::stored_batch_ok(&buf[off..off + h.size], &h, next) {
+                if !batch::stored_batch_ok(&buf[off..off + h.size], &h, next) || !self.fits(&h) {
                     stop = true;
                     break;
                 }
@@ -282,6 +305,12 @@ impl Segment {
         Ok(())
     }
 
+    /// Number of (offset index, time index) entries.
+    pub fn index_entries(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.index.len(), st.time_index.len())
+    }
+
     /// Whether the indexes can take no more entries under `segment.index.bytes`.
     pub fn index_full(&self, index_bytes: usize) -> bool {
         let st = self.lock();
@@ -291,13 +320,18 @@ impl Segment {
     /// Writes index entries not yet on disk. `final_entry` adds the closing time-index entry
     /// Kafka writes when a segment becomes inactive or the log is closed.
     pub fn persist_indexes(&self, sync: bool, final_entry: bool) -> io::Result<()> {
+        self.persist_indexes_to(&self.index_path, &self.time_path, sync, final_entry)
+    }
+
+    /// [`Segment::persist_indexes`] to other file names (the cleaner's `.cleaned` files).
+    pub fn persist_indexes_to(&self, index: &Path, time: &Path, sync: bool, final_entry: bool) -> io::Result<()> {
         let mut st = self.lock();
         if final_entry && st.max_ts >= 0 {
             let (ts, rel) = (st.max_ts, (st.offset_of_max_ts - self.base_offset) as u32);
             st.time_index.maybe_push(ts, rel);
         }
-        st.index.persist(&self.index_path, sync)?;
-        st.time_index.persist(&self.time_path, sync)
+        st.index.persist(index, sync)?;
+        st.time_index.persist(time, sync)
     }
 
     /// Removes every batch at or after the one containing `offset`; returns the new next offset.
@@ -448,9 +482,20 @@ impl SegState {
     }
 }
 
-/// Removes a segment's log and index files.
+/// Removes a segment's log and index files, and any cleaner copies of them (`.cleaned`, `.swap`).
 pub(crate) fn delete_files(dir: &Path, base_offset: i64) -> io::Result<()> {
-    for ext in ["log", "index", "timeindex"] {
+    const EXTS: [&str; 9] = [
+        "log",
+        "index",
+        "timeindex",
+        "log.cleaned",
+        "index.cleaned",
+        "timeindex.cleaned",
+        "log.swap",
+        "index.swap",
+        "timeindex.swap",
+    ];
+    for ext in EXTS {
         match std::fs::remove_file(file_name(dir, base_offset, ext)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
