@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tern_storage::{LogConfig, TimestampType};
+use tern_storage::{CleanupPolicy, LogConfig, TimestampType};
 
 /// A configuration problem, reported to clients as INVALID_CONFIG.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +99,10 @@ pub const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("socket.request.max.bytes", "104857600"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.scheduler.interval.ms", LONG_MAX),
+    // The log cleaner (compaction of `cleanup.policy=compact` topics).
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.dedupe.buffer.size", "134217728"),
     ("queued.max.requests", "500"),
     // Group coordinator and `__consumer_offsets`.
     ("offsets.topic.num.partitions", "50"),
@@ -266,6 +270,16 @@ impl BrokerConfig {
     pub fn offsets_topic_segment_bytes(&self) -> i64 {
         self.get_i64("offsets.topic.segment.bytes").unwrap_or(104_857_600)
     }
+    pub fn log_cleaner_enable(&self) -> bool {
+        self.get_i64("log.cleaner.enable").unwrap_or(1) != 0
+    }
+    pub fn log_cleaner_backoff_ms(&self) -> u64 {
+        self.get_i64("log.cleaner.backoff.ms").unwrap_or(15_000).clamp(10, 3_600_000) as u64
+    }
+    /// Memory for one cleaning pass's key → offset map.
+    pub fn log_cleaner_dedupe_buffer_size(&self) -> usize {
+        self.get_i64("log.cleaner.dedupe.buffer.size").unwrap_or(134_217_728).clamp(1 << 20, 1 << 34) as usize
+    }
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.get_i64("log.flush.scheduler.interval.ms").unwrap_or(i64::MAX).clamp(10, 3_600_000) as u64
     }
@@ -306,6 +320,14 @@ impl BrokerConfig {
                 "segment.index.bytes" => {
                     config.segment_index_bytes = num().map_or(config.segment_index_bytes, |n| n.max(8) as usize)
                 }
+                "cleanup.policy" => config.cleanup_policy = CleanupPolicy::parse(v),
+                "delete.retention.ms" => config.delete_retention_ms = num().unwrap_or(config.delete_retention_ms),
+                "min.cleanable.dirty.ratio" => {
+                    config.min_cleanable_dirty_ratio =
+                        v.parse::<f64>().ok().filter(|r| r.is_finite()).unwrap_or(config.min_cleanable_dirty_ratio)
+                }
+                "min.compaction.lag.ms" => config.min_compaction_lag_ms = num().unwrap_or(config.min_compaction_lag_ms),
+                "max.compaction.lag.ms" => config.max_compaction_lag_ms = num().unwrap_or(config.max_compaction_lag_ms),
                 "message.timestamp.type" => {
                     config.message_timestamp_type =
                         if v == "LogAppendTime" { TimestampType::LogAppendTime } else { TimestampType::CreateTime }
@@ -368,6 +390,27 @@ mod tests {
         let overrides = [("retention.ms".to_string(), "5".to_string())].into();
         assert_eq!(c.log_config(&overrides).retention_ms, 5);
         assert_eq!(c.get("log.retention.ms"), Some("3600000".into()));
+    }
+
+    #[test]
+    fn compaction_configs_reach_the_log() {
+        let c = config(&[("log.cleaner.delete.retention.ms", "5")]);
+        let overrides = [
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+            ("min.cleanable.dirty.ratio".to_string(), "0.25".to_string()),
+            ("min.compaction.lag.ms".to_string(), "7".to_string()),
+            ("max.compaction.lag.ms".to_string(), "9".to_string()),
+        ]
+        .into();
+        let lc = c.log_config(&overrides);
+        assert_eq!(lc.cleanup_policy, CleanupPolicy { delete: true, compact: true });
+        assert_eq!(lc.delete_retention_ms, 5);
+        assert_eq!(lc.min_cleanable_dirty_ratio, 0.25);
+        assert_eq!((lc.min_compaction_lag_ms, lc.max_compaction_lag_ms), (7, 9));
+        let compact = [("cleanup.policy".to_string(), "compact".to_string())].into();
+        assert_eq!(c.log_config(&compact).cleanup_policy, CleanupPolicy::COMPACT);
+        assert!(c.log_cleaner_enable());
+        assert_eq!(c.log_cleaner_backoff_ms(), 15_000);
     }
 
     #[test]

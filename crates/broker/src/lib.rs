@@ -66,10 +66,13 @@ impl Broker {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Runs retention, time-based flushing and the group coordinator's timers until the
-    /// process ends.
+    /// Runs retention, time-based flushing, the log cleaner and the group coordinator's timers
+    /// until the process ends.
     pub async fn run_background_tasks(self: Arc<Self>) {
         tokio::spawn(self.groups.clone().run_timers());
+        if self.config.log_cleaner_enable() {
+            tokio::spawn(self.clone().run_cleaner());
+        }
         let retention_every = Duration::from_millis(self.config.retention_check_interval_ms());
         let flush_every = Duration::from_millis(self.config.flush_scheduler_interval_ms().min(1000));
         let mut retention = tokio::time::interval(retention_every);
@@ -101,6 +104,49 @@ impl Broker {
                         "retention deleted segments"
                     ),
                     Err(e) => tracing::error!(topic = topic.name, partition = p.index, error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+
+    /// The log cleaner: every `log.cleaner.backoff.ms`, one pass over the compacted partitions
+    /// on the blocking pool. Passes never overlap (the next tick waits for this pass), and it runs
+    /// apart from retention and flushing so a long compaction delays neither.
+    async fn run_cleaner(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.log_cleaner_backoff_ms()));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let broker = self.clone();
+            let _ = tokio::task::spawn_blocking(move || broker.clean_logs()).await;
+        }
+    }
+
+    /// Compacts every partition whose `cleanup.policy` includes `compact` and is due (dirty
+    /// ratio, `max.compaction.lag.ms`, expired tombstones); `__consumer_offsets` included.
+    fn clean_logs(&self) {
+        let options = tern_storage::CleanerOptions {
+            map_bytes: self.config.log_cleaner_dedupe_buffer_size(),
+            ..tern_storage::CleanerOptions::default()
+        };
+        for topic in self.topics.all() {
+            for p in &topic.partitions {
+                if !p.log.config().cleanup_policy.compact {
+                    continue;
+                }
+                match p.log.clean_with(now_ms(), &options) {
+                    Ok(None) => {}
+                    Ok(Some(stats)) => tracing::info!(
+                        topic = topic.name,
+                        partition = p.index,
+                        removed = stats.records_removed,
+                        bytes_read = stats.bytes_read,
+                        bytes_written = stats.bytes_written,
+                        "compacted log"
+                    ),
+                    Err(e) => {
+                        tracing::error!(topic = topic.name, partition = p.index, error = %e, "log cleaning failed")
+                    }
                 }
             }
         }
