@@ -40,9 +40,9 @@
 //!
 //! Crash safety (Kafka's `.cleaned` → `.swap` → live protocol, plus a marker naming the range):
 //! 1. write `<base>.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned`, fsync them;
-//! 2. under the log's writer lock, check that the source segments are still in place (retention
+//! 2. write `cleaner-swap` = "<base> <end>" atomically: the group replaces offsets [base, end);
+//! 3. under the log's writer lock, check that the source segments are still in place (retention
 //!    or truncation may have removed them meanwhile: then the pass stops);
-//! 3. write `cleaner-swap` = "<base> <end>" atomically: the group replaces offsets [base, end);
 //! 4. rename the index files to `.swap`, then the log file to `.swap`, fsync the directory: the
 //!    log's `.swap` is the commit point; swap the in-memory segment list (readers holding the old
 //!    list keep reading the old, now unlinked, files);
@@ -293,7 +293,10 @@ impl Log {
             }
             let size = cleaned.size();
             let cleaned = Arc::new(cleaned);
-            match self.swap_in(&mut state, &current[start..], group.len(), cleaned.clone(), opts.crash_after)? {
+            // The replaced range ends where the next segment starts; that segment cannot change
+            // without the swap's check failing (truncation would make a cleaned one active).
+            let swap = Swap { expected: &current[start..], group_len: group.len(), end: segs[group.end].base_offset };
+            match self.swap_in(&mut state, swap, cleaned.clone(), opts.crash_after)? {
                 SwapOutcome::Done => {}
                 SwapOutcome::Crashed => return Ok(None),
                 SwapOutcome::Aborted => {
@@ -321,7 +324,7 @@ impl Log {
         }
         drop(w);
         let stats = pass.stats;
-        tracing::info!(
+        tracing::debug!(
             dir = %self.dir.display(),
             first_dirty = stats.first_dirty_offset,
             end = stats.end_offset,
@@ -514,36 +517,38 @@ impl Log {
         }
     }
 
-    /// Swaps `cleaned` in for the first `group_len` segments of `expected` (which continues with
-    /// the rest of the cleaned range), if they are all still in place.
+    /// Swaps `cleaned` in for the group, if the segments it was made from are still in place.
     fn swap_in(
         &self,
         state: &mut CleanerState,
-        expected: &[Arc<Segment>],
-        group_len: usize,
+        swap: Swap<'_>,
         cleaned: Arc<Segment>,
         crash: Option<CrashPoint>,
     ) -> Result<SwapOutcome> {
+        let Swap { expected, group_len, end } = swap;
+        let base = cleaned.base_offset;
+        let marker = self.dir.join(SWAP_MARKER);
+        // Written before taking the writer lock (two fsyncs appends need not wait for): without
+        // a `.swap` log it means nothing and is removed on open.
+        write_atomically(&marker, format!("{base} {end}\n").as_bytes()).map_err(|e| io_err(&marker, e))?;
+        if crash == Some(CrashPoint::MarkerWritten) {
+            return Ok(SwapOutcome::Crashed);
+        }
         let w = lock(&self.writer);
         let segs = self.snapshot();
-        let base = cleaned.base_offset;
         let pos = segs.iter().position(|s| Arc::ptr_eq(s, &expected[0]));
         let in_place = pos.is_some_and(|p| {
             segs.len() > p + expected.len() && expected.iter().zip(&segs[p..]).all(|(a, b)| Arc::ptr_eq(a, b))
         });
         let (Some(p), true, false) = (pos, in_place, w.closed) else {
             discard_cleaned(&self.dir, base).map_err(|e| io_err(&self.dir, e))?;
+            remove_if_exists(&marker).map_err(|e| io_err(&marker, e))?;
             return Ok(SwapOutcome::Aborted);
         };
-        let end = segs[p + group_len].base_offset;
+        debug_assert_eq!(segs[p + group_len].base_offset, end);
         let dir = &self.dir;
         let name = |ext: &str| segment::file_name(dir, base, ext);
-        let marker = dir.join(SWAP_MARKER);
         let commit = || -> io::Result<bool> {
-            write_atomically(&marker, format!("{base} {end}\n").as_bytes())?;
-            if crash == Some(CrashPoint::MarkerWritten) {
-                return Ok(false);
-            }
             std::fs::rename(name("index.cleaned"), name("index.swap"))?;
             std::fs::rename(name("timeindex.cleaned"), name("timeindex.swap"))?;
             if crash == Some(CrashPoint::IndexesSwapped) {
@@ -577,6 +582,14 @@ impl Log {
         drop(w);
         Ok(SwapOutcome::Done)
     }
+}
+
+/// One group's swap: `expected` is the group's segments (`group_len` of them) followed by the
+/// rest of the cleaned range; the group replaces offsets up to `end`.
+struct Swap<'a> {
+    expected: &'a [Arc<Segment>],
+    group_len: usize,
+    end: i64,
 }
 
 enum SwapOutcome {

@@ -1,6 +1,8 @@
 //! Tern's partition log: an append-only sequence of Kafka v2 record batches on the local
 //! filesystem, stored byte-for-byte as producers sent them (only the base offset, partition
-//! leader epoch and, for LogAppendTime, the max timestamp are patched).
+//! leader epoch and, for LogAppendTime, the max timestamp are patched). Under
+//! `cleanup.policy=compact` the cleaner later rewrites batches without superseded records
+//! (`cleaner.rs`), so offsets may then have gaps.
 //!
 //! This crate knows nothing of sockets or the Kafka request layer: the broker calls it from
 //! blocking threads, never from the tasks that serve sockets.
