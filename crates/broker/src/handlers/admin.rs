@@ -17,6 +17,7 @@ use super::blocking;
 use super::metadata::{str_bytes, topic_name};
 use crate::config::validate_topic_config;
 use crate::errors::topic_error_code;
+use crate::offsets_topic::OFFSETS_TOPIC;
 use crate::topics::{validate_topic_name, Topic};
 use crate::Broker;
 
@@ -147,6 +148,15 @@ pub(crate) async fn delete_topics(
                 let error =
                     if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
                 result.error_code = error.code();
+            }
+            Some(topic) if topic.name == OFFSETS_TOPIC => {
+                // The group coordinator's state lives there; Kafka refuses this too.
+                result.name = Some(topic_name(&topic.name));
+                result.topic_id = topic.id;
+                result.error_code = ResponseError::InvalidTopicException.code();
+                if version >= 5 {
+                    result.error_message = Some(str_bytes(&format!("Cannot delete internal topic {OFFSETS_TOPIC}.")));
+                }
             }
             Some(topic) => {
                 let _guard = broker.admin_lock.lock().await;

@@ -245,6 +245,20 @@ pub(crate) async fn offset_commit(
     request: OffsetCommitRequest,
     version: i16,
 ) -> OffsetCommitResponse {
+    // Partitions that do not exist are answered here, like Kafka; the rest go to the coordinator.
+    let exists = |name: &StrBytes, partition: i32| {
+        broker.topics.get(name.as_str()).is_some_and(|t| t.partition(partition).is_some())
+    };
+    let unknown: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| !exists(&t.name.0, p.partition_index))
+                .map(|p| (string(&t.name.0), p.partition_index))
+        })
+        .collect();
     let topics: Vec<group::OffsetCommitTopic> = request
         .topics
         .iter()
@@ -253,6 +267,7 @@ pub(crate) async fn offset_commit(
             partitions: t
                 .partitions
                 .iter()
+                .filter(|p| exists(&t.name.0, p.partition_index))
                 .map(|p| group::OffsetCommitPartition {
                     partition_index: p.partition_index,
                     committed_offset: p.committed_offset,
@@ -262,6 +277,7 @@ pub(crate) async fn offset_commit(
                 })
                 .collect(),
         })
+        .filter(|t| !t.partitions.is_empty())
         .collect();
     let req = group::OffsetCommitRequest {
         version,
@@ -288,8 +304,16 @@ pub(crate) async fn offset_commit(
                 .collect(),
         },
     };
+    let mut results = r.topics;
+    for (name, partition_index) in unknown {
+        let error = group::PartitionError { partition_index, error_code: errors::UNKNOWN_TOPIC_OR_PARTITION };
+        match results.iter_mut().find(|t| t.name == name) {
+            Some(t) => t.partitions.push(error),
+            None => results.push(group::TopicPartitionErrors { name, partitions: vec![error] }),
+        }
+    }
     OffsetCommitResponse::default().with_topics(
-        r.topics
+        results
             .into_iter()
             .map(|t| {
                 OffsetCommitResponseTopic::default().with_name(topic_name(&t.name)).with_partitions(
