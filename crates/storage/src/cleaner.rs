@@ -71,6 +71,9 @@ use crate::{io_err, Log, LogConfig, Result};
 
 /// Per-partition cleaner checkpoint: the first dirty offset.
 pub(crate) const CHECKPOINT: &str = "cleaner-offset-checkpoint";
+/// The earliest delete horizon still pending (epoch ms), so that a restarted broker still
+/// knows when expired tombstones call for a pass; absent when no tombstone waits.
+pub(crate) const HORIZON_FILE: &str = "cleaner-delete-horizon";
 /// Present while a swap is in progress: "<base> <end>", the offset range being replaced.
 pub(crate) const SWAP_MARKER: &str = "cleaner-swap";
 /// Kafka's `log.cleaner.dedupe.buffer.size` default.
@@ -89,6 +92,12 @@ pub(crate) struct CleanerState {
     pending: Option<(i64, i64)>,
     /// The earliest delete horizon of a batch still holding tombstones, as of the last pass.
     next_horizon: Option<i64>,
+}
+
+impl CleanerState {
+    pub(crate) fn load(dir: &std::path::Path) -> CleanerState {
+        CleanerState { pending: None, next_horizon: crate::log::read_offset_file(&dir.join(HORIZON_FILE)) }
+    }
 }
 
 /// How to run a cleaning pass.
@@ -319,6 +328,15 @@ impl Log {
             if end > self.first_dirty.load(Ordering::Acquire) {
                 self.write_checkpoint(CHECKPOINT, end)?;
                 self.first_dirty.store(end, Ordering::Release);
+            }
+            if state.next_horizon != pass.next_horizon {
+                match pass.next_horizon {
+                    Some(h) => self.write_checkpoint(HORIZON_FILE, h)?,
+                    None => match std::fs::remove_file(self.dir.join(HORIZON_FILE)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&self.dir, e)),
+                        _ => {}
+                    },
+                }
             }
             state.next_horizon = pass.next_horizon;
         }

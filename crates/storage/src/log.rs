@@ -166,7 +166,7 @@ impl Log {
             // Single node: everything appended is committed. Replication will own the HW.
             hw: AtomicI64::new(leo),
             first_dirty: AtomicI64::new(first_dirty),
-            cleaner: Mutex::new(CleanerState::default()),
+            cleaner: Mutex::new(CleanerState::load(dir)),
         })
     }
 
