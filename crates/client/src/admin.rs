@@ -1,8 +1,9 @@
-//! Admin operations: topics, configs, partitions, offsets, records, cluster.
+//! Admin operations: topics, configs, partitions, offsets, records, cluster, consumer groups.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -10,6 +11,7 @@ use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, D
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -17,8 +19,13 @@ use uuid::Uuid;
 use crate::cluster::{BrokerInfo, Cluster, ClusterConfig, TopicInfo};
 use crate::consumer::{list_offsets, OffsetSpec};
 use crate::error::{Error, Result};
+use crate::group::coordinator::{self as group_requests, admin_connection, CommitAs};
+use crate::group::metadata::{decode_assignment, decode_subscription};
+use crate::group::{TopicPartition, CONSUMER_PROTOCOL_TYPE};
 
 const RESOURCE_TOPIC: i8 = 2;
+/// Pause between retries of retriable group errors (e.g. COORDINATOR_LOAD_IN_PROGRESS).
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One topic config entry as described by the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +52,83 @@ pub struct ClusterDescription {
     pub cluster_id: String,
     pub controller_id: i32,
     pub brokers: Vec<BrokerInfo>,
+}
+
+/// A group as ListGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    /// `consumer` for consumer groups; empty for groups that only store offsets.
+    pub protocol_type: String,
+    /// `Stable`, `Empty`, `PreparingRebalance`, ...; `None` from brokers before ListGroups v4.
+    pub state: Option<String>,
+}
+
+/// A group member as DescribeGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub host: String,
+    /// Subscribed topics (consumer groups only).
+    pub subscription: Vec<String>,
+    /// Assigned partitions (consumer groups only).
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// A group as DescribeGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    /// `Dead` for a group that does not exist.
+    pub state: String,
+    pub protocol_type: String,
+    /// The assignment strategy of consumer groups, e.g. `range`.
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+    pub coordinator: BrokerInfo,
+}
+
+/// One row of [`Admin::group_lag`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset, if any.
+    pub committed: Option<i64>,
+    /// `None` when the partition's end offset could not be listed (e.g. its topic is gone).
+    pub log_end_offset: Option<i64>,
+    /// Log end offset minus committed offset, when both are known.
+    pub lag: Option<i64>,
+    /// The member the partition is assigned to, if any.
+    pub member: Option<LagMember>,
+}
+
+/// The member of a [`PartitionLag`] row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LagMember {
+    pub member_id: String,
+    pub host: String,
+    pub client_id: String,
+}
+
+/// Committed offsets against log end offsets for every partition a group commits to or is
+/// assigned, like `kafka-consumer-groups.sh --describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    pub group_id: String,
+    pub state: String,
+    pub members: usize,
+    /// Sorted by topic and partition.
+    pub partitions: Vec<PartitionLag>,
+}
+
+impl GroupLag {
+    /// The sum of the known lags.
+    pub fn total_lag(&self) -> i64 {
+        self.partitions.iter().filter_map(|p| p.lag).sum()
+    }
 }
 
 /// Admin client.
@@ -300,6 +384,272 @@ impl Admin {
                     rack: b.rack.as_ref().map(|r| r.to_string()),
                 })
                 .collect(),
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails with a non-retriable error, or the timeout passes.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match attempt().await {
+                Err(e) if e.is_retriable() && Instant::now() + RETRY_BACKOFF < deadline => {
+                    tracing::debug!(error = %e, "retrying group request");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Groups on every broker, sorted by id; `states` (e.g. `Stable`, `Empty`) filters, all
+    /// when empty.
+    pub async fn list_groups(&self, states: &[&str]) -> Result<Vec<GroupListing>> {
+        self.cluster.refresh_metadata(Some(&[])).await?;
+        let brokers: BTreeSet<i32> = self.cluster.with_metadata(|m| m.brokers.keys().copied().collect());
+        let mut groups: BTreeMap<String, GroupListing> = BTreeMap::new();
+        let mut need_states = false;
+        for id in brokers {
+            let conn = self.cluster.broker(id).await?;
+            let version = conn.version_of::<ListGroupsRequest>()?;
+            let mut req = ListGroupsRequest::default();
+            if version >= 4 {
+                req = req.with_states_filter(states.iter().map(|st| s(st)).collect());
+            } else {
+                need_states = !states.is_empty();
+            }
+            let resp = self.retrying(|| async { conn.enqueue(&req, version)?.wait().await }).await?;
+            if let Some(e) = Error::from_code(resp.error_code, None, None, None) {
+                return Err(e);
+            }
+            for g in resp.groups {
+                let listing = GroupListing {
+                    group_id: g.group_id.0.to_string(),
+                    protocol_type: g.protocol_type.to_string(),
+                    state: Some(g.group_state.to_string()).filter(|st| version >= 4 && !st.is_empty()),
+                };
+                groups.insert(listing.group_id.clone(), listing);
+            }
+        }
+        let mut out: Vec<GroupListing> = groups.into_values().collect();
+        if need_states {
+            // Old brokers cannot filter by state: ask each group for it.
+            let ids: Vec<&str> = out.iter().map(|g| g.group_id.as_str()).collect();
+            let described = self.describe_groups(&ids).await?;
+            for (g, d) in out.iter_mut().zip(described) {
+                g.state = Some(d.state);
+            }
+            out.retain(|g| g.state.as_deref().is_some_and(|st| states.iter().any(|w| w.eq_ignore_ascii_case(st))));
+        }
+        Ok(out)
+    }
+
+    /// State, protocol and members of each group, in the order asked. A group that does not
+    /// exist is reported in state `Dead` (or fails with GROUP_ID_NOT_FOUND, depending on the broker).
+    pub async fn describe_groups(&self, groups: &[&str]) -> Result<Vec<GroupDescription>> {
+        let mut out = Vec::with_capacity(groups.len());
+        for &group_id in groups {
+            let (conn, resp) = self
+                .retrying(|| async {
+                    let conn = admin_connection(&self.cluster, group_id).await?;
+                    let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group_id))]);
+                    let resp = conn.send(&req).await?;
+                    if let Some(g) = resp.groups.iter().find(|g| g.group_id.0.as_str() == group_id) {
+                        let msg = g.error_message.as_ref().map(|m| format!("group {group_id}: {m}"));
+                        let msg = msg.unwrap_or_else(|| format!("group {group_id}"));
+                        if let Some(e) = Error::from_code(g.error_code, None, None, Some(&msg)) {
+                            return Err(e);
+                        }
+                    }
+                    Ok((conn, resp))
+                })
+                .await?;
+            let g = resp
+                .groups
+                .into_iter()
+                .find(|g| g.group_id.0.as_str() == group_id)
+                .ok_or_else(|| Error::Protocol(format!("DescribeGroups response lacks group {group_id}")))?;
+            let consumer = g.protocol_type.as_str() == CONSUMER_PROTOCOL_TYPE;
+            let members = g
+                .members
+                .into_iter()
+                .map(|m| {
+                    let (subscription, assignment) = if consumer {
+                        let sub = decode_subscription(m.member_metadata.clone()).map(|s| s.topics).unwrap_or_default();
+                        (sub, decode_assignment(m.member_assignment.clone()).unwrap_or_default())
+                    } else {
+                        (Vec::new(), Vec::new())
+                    };
+                    MemberDescription {
+                        member_id: m.member_id.to_string(),
+                        group_instance_id: m.group_instance_id.map(|i| i.to_string()),
+                        client_id: m.client_id.to_string(),
+                        host: m.client_host.to_string(),
+                        subscription,
+                        assignment,
+                    }
+                })
+                .collect();
+            let coordinator = self
+                .cluster
+                .with_metadata(|md| md.brokers.values().find(|b| b.addr() == conn.addr()).cloned())
+                .unwrap_or_else(|| {
+                    let (host, port) = conn.addr().rsplit_once(':').unwrap_or((conn.addr(), "0"));
+                    BrokerInfo { id: -1, host: host.to_owned(), port: port.parse().unwrap_or(0), rack: None }
+                });
+            out.push(GroupDescription {
+                group_id: group_id.to_owned(),
+                state: g.group_state.to_string(),
+                protocol_type: g.protocol_type.to_string(),
+                protocol: g.protocol_data.to_string(),
+                members,
+                coordinator,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes groups (they must have no members); the outcome per group, in the order asked.
+    pub async fn delete_groups(&self, groups: &[&str]) -> Result<Vec<(String, Result<()>)>> {
+        let mut out = Vec::with_capacity(groups.len());
+        for &group_id in groups {
+            let r = self
+                .retrying(|| async {
+                    let conn = admin_connection(&self.cluster, group_id).await?;
+                    let req = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group_id))]);
+                    let resp = conn.send(&req).await?;
+                    let code = resp
+                        .results
+                        .iter()
+                        .find(|r| r.group_id.0.as_str() == group_id)
+                        .map(|r| r.error_code)
+                        .ok_or_else(|| Error::Protocol(format!("DeleteGroups response lacks group {group_id}")))?;
+                    let msg = format!("group {group_id}");
+                    Error::from_code(code, None, None, Some(&msg)).map_or(Ok(()), Err)
+                })
+                .await;
+            match r {
+                // Connection-level failures are not about one group.
+                Err(e) if e.kafka_code().is_none() => return Err(e),
+                r => out.push((group_id.to_owned(), r)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The group's committed offsets, all partitions.
+    pub async fn list_group_offsets(&self, group_id: &str) -> Result<BTreeMap<TopicPartition, i64>> {
+        self.retrying(|| async {
+            let conn = admin_connection(&self.cluster, group_id).await?;
+            group_requests::fetch_offsets(&conn, group_id, None).await
+        })
+        .await
+    }
+
+    /// Sets committed offsets of a group without active members (Kafka accepts an OffsetCommit
+    /// with generation -1 and no member id only then; otherwise UNKNOWN_MEMBER_ID).
+    pub async fn alter_group_offsets(&self, group_id: &str, offsets: &[(TopicPartition, i64)]) -> Result<()> {
+        self.retrying(|| async {
+            let conn = admin_connection(&self.cluster, group_id).await?;
+            let who = CommitAs { generation: -1, member_id: "", group_instance_id: &None };
+            let results = group_requests::commit_offsets(&conn, group_id, who, offsets).await?;
+            match results
+                .iter()
+                .find_map(|(tp, code)| Error::from_code(*code, Some(&tp.topic), Some(tp.partition), None))
+            {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Deletes committed offsets of partitions the group does not consume (OffsetDelete).
+    pub async fn delete_group_offsets(&self, group_id: &str, partitions: &[TopicPartition]) -> Result<()> {
+        let mut topics: BTreeMap<&str, Vec<OffsetDeleteRequestPartition>> = BTreeMap::new();
+        for tp in partitions {
+            topics
+                .entry(&tp.topic)
+                .or_default()
+                .push(OffsetDeleteRequestPartition::default().with_partition_index(tp.partition));
+        }
+        let req = OffsetDeleteRequest::default().with_group_id(GroupId(s(group_id))).with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| OffsetDeleteRequestTopic::default().with_name(name(t)).with_partitions(ps))
+                .collect(),
+        );
+        self.retrying(|| async {
+            let conn = admin_connection(&self.cluster, group_id).await?;
+            let resp = conn.send(&req).await?;
+            let msg = format!("group {group_id}");
+            if let Some(e) = Error::from_code(resp.error_code, None, None, Some(&msg)) {
+                return Err(e);
+            }
+            for t in &resp.topics {
+                for p in &t.partitions {
+                    check(p.error_code, t.name.0.as_str(), Some(p.partition_index), &None)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Per partition the group commits to or is assigned: committed offset, log end offset, lag
+    /// and the member it is assigned to.
+    pub async fn group_lag(&self, group_id: &str) -> Result<GroupLag> {
+        let description = match self.describe_groups(&[group_id]).await {
+            Ok(mut d) => d.pop(),
+            Err(e) if e.kafka_code() == Some(kafka_protocol::error::ResponseError::GroupIdNotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let committed = self.list_group_offsets(group_id).await?;
+        let mut rows: BTreeMap<TopicPartition, (Option<i64>, Option<LagMember>)> =
+            committed.iter().map(|(tp, &o)| (tp.clone(), (Some(o), None))).collect();
+        for m in description.iter().flat_map(|d| d.members.iter()) {
+            for tp in &m.assignment {
+                rows.entry(tp.clone()).or_default().1 = Some(LagMember {
+                    member_id: m.member_id.clone(),
+                    host: m.host.clone(),
+                    client_id: m.client_id.clone(),
+                });
+            }
+        }
+        let todo: Vec<(String, i32, i64)> = rows.keys().map(|tp| (tp.topic.clone(), tp.partition, -1)).collect();
+        let mut ends: HashMap<TopicPartition, i64> = HashMap::new();
+        if !todo.is_empty() {
+            for (t, p, r) in list_offsets(&self.cluster, todo, 0).await? {
+                match r {
+                    Ok((offset, _)) => {
+                        ends.insert(TopicPartition::new(t, p), offset);
+                    }
+                    Err(e) => tracing::debug!(topic = %t, partition = p, error = %e, "no log end offset"),
+                }
+            }
+        }
+        let partitions = rows
+            .into_iter()
+            .map(|(tp, (committed, member))| {
+                let log_end_offset = ends.get(&tp).copied();
+                PartitionLag {
+                    lag: committed.zip(log_end_offset).map(|(c, e)| (e - c).max(0)),
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    committed,
+                    log_end_offset,
+                    member,
+                }
+            })
+            .collect();
+        Ok(GroupLag {
+            group_id: group_id.to_owned(),
+            state: description.as_ref().map_or_else(|| "Dead".to_owned(), |d| d.state.clone()),
+            members: description.as_ref().map_or(0, |d| d.members.len()),
+            partitions,
         })
     }
 }

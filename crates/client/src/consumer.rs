@@ -124,7 +124,12 @@ impl Consumer {
             request_timeout: config.request_timeout + config.fetch_max_wait,
         })
         .await?;
-        Ok(Consumer { cluster, config, parts: Vec::new(), inflight: Vec::new(), refresh: true })
+        Ok(Self::with_cluster(cluster, config))
+    }
+
+    /// A consumer on an existing cluster handle (its bootstrap and client id are not used).
+    pub fn with_cluster(cluster: Arc<Cluster>, config: ConsumerConfig) -> Self {
+        Consumer { cluster, config, parts: Vec::new(), inflight: Vec::new(), refresh: true }
     }
 
     /// The cluster handle this consumer uses.
@@ -148,6 +153,27 @@ impl Consumer {
                 high_watermark: -1,
             })
             .collect();
+        self.refresh = true;
+    }
+
+    /// Keeps the assigned partitions `keep` accepts, with their positions, drops the others and
+    /// adds `add` (resolved lazily, as in [`Consumer::assign`]).
+    pub fn update_assignment(&mut self, keep: impl Fn(&str, i32) -> bool, add: Vec<(String, i32, OffsetSpec)>) {
+        self.inflight.clear();
+        self.parts.retain(|p| keep(&p.topic, p.partition));
+        for (t, p, spec) in add {
+            self.parts.retain(|x| !(*x.topic == *t && x.partition == p));
+            self.parts.push(PartState {
+                topic: Arc::from(t),
+                partition: p,
+                position: match spec {
+                    OffsetSpec::Offset(o) => Some(o),
+                    _ => None,
+                },
+                spec,
+                high_watermark: -1,
+            });
+        }
         self.refresh = true;
     }
 

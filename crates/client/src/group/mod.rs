@@ -9,6 +9,9 @@
 //!   fetches with the simple [`Consumer`](crate::Consumer) and commits offsets.
 
 pub mod assignor;
+pub mod consumer;
+pub(crate) mod coordinator;
+mod heartbeat;
 pub mod metadata;
 mod sticky;
 
@@ -16,6 +19,7 @@ pub use assignor::{
     assignor_by_name, default_assignors, Assignment, CooperativeStickyAssignor, PartitionAssignor, RangeAssignor,
     RoundRobinAssignor, Subscription,
 };
+pub use consumer::{GroupConsumer, GroupConsumerConfig, RebalanceEvent, RebalanceListener};
 
 /// The protocol type of consumer groups in JoinGroup, ListGroups and DescribeGroups.
 pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";

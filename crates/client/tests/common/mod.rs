@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod group;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
+use group::{FakeGroups, Reply};
+
 #[derive(Default)]
 pub struct Log {
     /// (base offset, batch bytes with the base offset rewritten)
@@ -36,6 +40,7 @@ pub struct FakeBroker {
     /// Highest ApiVersions version accepted; above it the v0 UNSUPPORTED_VERSION dance happens.
     pub api_versions_max: i16,
     pub produce_requests: AtomicUsize,
+    pub groups: FakeGroups,
 }
 
 impl FakeBroker {
@@ -53,6 +58,15 @@ impl FakeBroker {
             fail_produce: AtomicUsize::new(0),
             api_versions_max,
             produce_requests: AtomicUsize::new(0),
+            groups: FakeGroups::new(),
+        });
+        let weak = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            while let Some(b) = weak.upgrade() {
+                b.groups.tick();
+                drop(b);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         });
         let b = broker.clone();
         tokio::spawn(async move {
@@ -87,6 +101,16 @@ impl FakeBroker {
                         av::<FetchRequest>(ApiKey::Fetch),
                         av::<ListOffsetsRequest>(ApiKey::ListOffsets),
                         av::<MetadataRequest>(ApiKey::Metadata),
+                        av::<FindCoordinatorRequest>(ApiKey::FindCoordinator),
+                        av::<JoinGroupRequest>(ApiKey::JoinGroup),
+                        av::<SyncGroupRequest>(ApiKey::SyncGroup),
+                        av::<HeartbeatRequest>(ApiKey::Heartbeat),
+                        av::<LeaveGroupRequest>(ApiKey::LeaveGroup),
+                        av::<OffsetCommitRequest>(ApiKey::OffsetCommit),
+                        av::<OffsetFetchRequest>(ApiKey::OffsetFetch),
+                        av::<ListGroupsRequest>(ApiKey::ListGroups),
+                        av::<DescribeGroupsRequest>(ApiKey::DescribeGroups),
+                        av::<DeleteGroupsRequest>(ApiKey::DeleteGroups),
                         ApiVersion::default()
                             .with_api_key(ApiKey::ApiVersions as i16)
                             .with_min_version(0)
@@ -127,6 +151,80 @@ impl FakeBroker {
                 ApiKey::ListOffsets => {
                     let req = ListOffsetsRequest::decode(&mut buf, v).unwrap();
                     self.list_offsets(req).encode(&mut body, v).unwrap();
+                }
+                ApiKey::FindCoordinator => {
+                    let req = FindCoordinatorRequest::decode(&mut buf, v).unwrap();
+                    let mut resp = FindCoordinatorResponse::default();
+                    if v >= 4 {
+                        resp.coordinators = req
+                            .coordinator_keys
+                            .iter()
+                            .map(|k| {
+                                find_coordinator_response::Coordinator::default()
+                                    .with_key(k.clone())
+                                    .with_node_id(BrokerId(0))
+                                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                    .with_port(self.port as i32)
+                            })
+                            .collect();
+                    } else {
+                        resp = resp
+                            .with_node_id(BrokerId(0))
+                            .with_host(StrBytes::from_static_str("127.0.0.1"))
+                            .with_port(self.port as i32);
+                    }
+                    resp.encode(&mut body, v).unwrap();
+                }
+                ApiKey::JoinGroup => {
+                    let req = JoinGroupRequest::decode(&mut buf, v).unwrap();
+                    let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+                    let resp = match self.groups.join(req, v, &client_id) {
+                        Reply::Now(r) => r,
+                        Reply::Later(rx) => match rx.await {
+                            Ok(r) => r,
+                            // Replaced by a newer JoinGroup of the same member.
+                            Err(_) => JoinGroupResponse::default().with_error_code(79),
+                        },
+                    };
+                    resp.encode(&mut body, v).unwrap();
+                }
+                ApiKey::SyncGroup => {
+                    let req = SyncGroupRequest::decode(&mut buf, v).unwrap();
+                    let resp = match self.groups.sync(req, v) {
+                        Reply::Now(r) => r,
+                        Reply::Later(rx) => {
+                            rx.await.unwrap_or_else(|_| SyncGroupResponse::default().with_error_code(27))
+                        }
+                    };
+                    resp.encode(&mut body, v).unwrap();
+                }
+                ApiKey::Heartbeat => {
+                    let req = HeartbeatRequest::decode(&mut buf, v).unwrap();
+                    self.groups.heartbeat(req).encode(&mut body, v).unwrap();
+                }
+                ApiKey::LeaveGroup => {
+                    let req = LeaveGroupRequest::decode(&mut buf, v).unwrap();
+                    self.groups.leave(req, v).encode(&mut body, v).unwrap();
+                }
+                ApiKey::OffsetCommit => {
+                    let req = OffsetCommitRequest::decode(&mut buf, v).unwrap();
+                    self.groups.commit(req).encode(&mut body, v).unwrap();
+                }
+                ApiKey::OffsetFetch => {
+                    let req = OffsetFetchRequest::decode(&mut buf, v).unwrap();
+                    self.groups.fetch_offsets(req, v).encode(&mut body, v).unwrap();
+                }
+                ApiKey::ListGroups => {
+                    let req = ListGroupsRequest::decode(&mut buf, v).unwrap();
+                    self.groups.list(req, v).encode(&mut body, v).unwrap();
+                }
+                ApiKey::DescribeGroups => {
+                    let req = DescribeGroupsRequest::decode(&mut buf, v).unwrap();
+                    self.groups.describe_groups(req).encode(&mut body, v).unwrap();
+                }
+                ApiKey::DeleteGroups => {
+                    let req = DeleteGroupsRequest::decode(&mut buf, v).unwrap();
+                    self.groups.delete(req).encode(&mut body, v).unwrap();
                 }
                 other => panic!("fake broker does not serve {other:?}"),
             }
