@@ -24,6 +24,7 @@ pub use error::{Error, Result};
 pub use group::{
     GroupConsumer, GroupConsumerConfig, PartitionAssignor, RebalanceEvent, RebalanceListener, TopicPartition,
 };
+pub use kafka_protocol::error::ResponseError;
 pub use kafka_protocol::records::Compression;
 pub use partitioner::{murmur2, to_positive, DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

@@ -25,6 +25,9 @@ enum Command {
     Produce(cli_client::ProduceArgs),
     /// Consume records and print them.
     Consume(cli_client::ConsumeArgs),
+    /// List, describe and delete consumer groups; show their lag; reset their offsets.
+    #[command(subcommand)]
+    Group(cli_client::GroupCommand),
     /// Measure throughput and latency against a running broker.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -46,6 +49,7 @@ fn main() -> Result<()> {
             Command::Topic(cmd) => cli_client::topic(cmd).await,
             Command::Produce(args) => cli_client::produce(args).await,
             Command::Consume(args) => cli_client::consume(args).await,
+            Command::Group(cmd) => cli_client::group(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })

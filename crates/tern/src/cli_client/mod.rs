@@ -1,10 +1,12 @@
-//! `tern topic`, `tern produce`, `tern consume`: command-line tools on top of `tern-client`.
+//! `tern topic`, `tern produce`, `tern consume`, `tern group`: command-line tools on top of
+//! `tern-client`.
 //!
 //! Failures surface as `anyhow` errors whose chain ends in the client's error, so a broker
 //! rejection prints its Kafka name (e.g. `TOPIC_ALREADY_EXISTS (36) for topic t: ...`) and
 //! `main` exits non-zero.
 
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -15,6 +17,7 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use consume::{consume, ConsumeArgs};
+pub use group::{group, GroupCommand};
 pub use produce::{produce, ProduceArgs};
 pub use topic::{topic, TopicCommand};
 
