@@ -552,3 +552,33 @@ fn a_repeated_join_supersedes_the_parked_one() {
     assert_eq!(join_resp(&cmds[0]).0, 2);
     assert_eq!(join_resp(&cmds[1]).0, 3);
 }
+
+/// A member whose generation completed alone (initial delay 0) and who is waiting to sync when
+/// others join keeps its membership: the next generation waits for it to rejoin.
+#[test]
+fn member_awaiting_sync_is_kept_when_others_join() {
+    let mut cfg = config();
+    cfg.group_initial_rebalance_delay_ms = 0;
+    let mut c = coordinator(cfg);
+    let mut ids = Vec::new();
+    for i in 0..3u64 {
+        let cmds = c.join_group(join_req(5, "g", "", None), 100 + i, T0);
+        ids.push(join_resp(&cmds[0]).1.member_id.clone());
+    }
+    assert!(c.join_group(join_req(5, "g", &ids[0], None), 0, T0).is_empty());
+    let gen1 = tick_all(&mut c, T0);
+    assert_eq!(join_resp(&gen1[0]).1.members.len(), 1, "generation 1 has only the first member");
+    // The others join while the first is about to sync.
+    assert!(c.join_group(join_req(5, "g", &ids[1], None), 1, T0 + 1).is_empty());
+    let cmds = c.join_group(join_req(5, "g", &ids[2], None), 2, T0 + 1);
+    assert!(cmds.is_empty(), "generation 2 must wait for member 0 to rejoin: {cmds:?}");
+    let cmds = tick_all(&mut c, T0 + 2);
+    assert!(cmds.is_empty(), "generation 2 must wait for member 0 to rejoin: {cmds:?}");
+    // Member 0 learns of the rebalance from SyncGroup and rejoins: everyone gets generation 2.
+    let sync = c.sync_group(sync_req("g", &ids[0], 1, vec![]), 3, T0 + 3);
+    assert_eq!(sync_resp(&sync[0]).1.error_code, tern_group::errors::REBALANCE_IN_PROGRESS);
+    let cmds = c.join_group(join_req(5, "g", &ids[0], None), 4, T0 + 3);
+    let cmds = if cmds.is_empty() { tick_all(&mut c, T0 + 3) } else { cmds };
+    assert_eq!(cmds.len(), 3);
+    assert!(cmds.iter().all(|cmd| join_resp(cmd).1.generation_id == 2));
+}
