@@ -461,9 +461,10 @@ impl GroupConsumer {
         }
     }
 
-    /// Commits (with auto-commit on), revokes the partitions and leaves the group. A static
-    /// member does not send LeaveGroup: it keeps its place until the session times out, so that
-    /// a restart does not cause a rebalance (KIP-345).
+    /// Commits (with auto-commit on), revokes the partitions and leaves the group. Fails if the
+    /// commit failed, except when the member was closed during a rebalance (the error is logged).
+    /// A static member does not send LeaveGroup: it keeps its place until the session times out,
+    /// so that a restart does not cause a rebalance (KIP-345).
     pub async fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
@@ -479,7 +480,14 @@ impl GroupConsumer {
         let mut result = Ok(());
         if self.generation.is_valid() && self.config.enable_auto_commit {
             let offsets = self.positions();
-            result = self.commit(offsets).await;
+            match self.commit(offsets).await {
+                // Closing during a rebalance: the generation moved on, and the partitions go to
+                // their next owners from the last successful commit (Java logs this too).
+                Err(e) if lost_membership(&e) => {
+                    tracing::warn!(group = %self.config.group_id, error = %e, "commit on close failed")
+                }
+                r => result = r,
+            }
         }
         let owned: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
         if !owned.is_empty() {
@@ -881,6 +889,14 @@ impl GroupConsumer {
         self.heartbeat = Some(Heartbeat::start(self.coordinator.clone(), config, self.last_poll.clone(), tx));
         self.heartbeat_events = Some(rx);
     }
+}
+
+/// The errors of a commit from a member whose generation is over.
+fn lost_membership(e: &Error) -> bool {
+    matches!(
+        e.kafka_code(),
+        Some(ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration | ResponseError::UnknownMemberId)
+    )
 }
 
 fn not_a_member(group_id: &str) -> Error {

@@ -1,0 +1,536 @@
+//! Consumer groups against the real broker binary: `GroupConsumer`s in-process (eager and
+//! cooperative rebalances, takeover from committed offsets, new partitions), then `tern consume
+//! --group` and `tern group ...` as subprocesses. Every wait is bounded; no timing assertions.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Broker, BIN};
+use tern_client::group::CooperativeStickyAssignor;
+use tern_client::{
+    Admin, GroupConsumer, GroupConsumerConfig, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Upper bound for any one wait; only reached when something hangs.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {DEADLINE:?}"),
+    }
+}
+
+fn config(addr: &str, group: &str) -> GroupConsumerConfig {
+    let mut c = GroupConsumerConfig::new(addr, group);
+    c.consumer.fetch_max_wait = Duration::from_millis(100);
+    c.consumer.auto_offset_reset = OffsetSpec::Earliest;
+    // The broker's group.min.session.timeout.ms is 6 s.
+    c.session_timeout = Duration::from_secs(10);
+    c.heartbeat_interval = Duration::from_millis(500);
+    c.max_poll_interval = Duration::from_secs(30);
+    c.auto_commit_interval = Duration::from_millis(500);
+    c
+}
+
+async fn create_topic(admin: &Admin, topic: &str, partitions: i32) {
+    bounded("create_topic", admin.create_topic(topic, partitions, 1, &HashMap::new(), false))
+        .await
+        .unwrap_or_else(|e| panic!("create {topic}: {e}"));
+}
+
+/// Produces `per_partition` records to each of `partitions` partitions.
+async fn produce(addr: &str, topic: &str, partitions: i32, per_partition: usize) {
+    let producer = bounded(
+        "Producer::new",
+        Producer::new(ProducerConfig {
+            bootstrap: addr.to_owned(),
+            linger: Duration::from_millis(2),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("producer");
+    let mut futures = Vec::new();
+    for p in 0..partitions {
+        for n in 0..per_partition {
+            futures.push(producer.send(ProducerRecord::new(topic, Bytes::from(format!("{p}-{n}"))).with_partition(p)));
+        }
+    }
+    bounded("flush", producer.flush()).await.expect("flush");
+    for f in futures {
+        bounded("delivery", f).await.expect("delivered");
+    }
+    bounded("close", producer.close()).await.expect("close");
+}
+
+/// What a running consumer reports after every poll.
+struct Report {
+    tag: &'static str,
+    assignment: Vec<TopicPartition>,
+    records: Vec<(i32, i64)>,
+}
+
+/// A consumer polling on its own task until stopped.
+struct Running {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<GroupConsumer>,
+}
+
+impl Running {
+    fn start(mut c: GroupConsumer, tag: &'static str, tx: mpsc::UnboundedSender<Report>) -> Running {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::spawn(async move {
+            while !flag.load(Ordering::SeqCst) {
+                let records = c.poll().await.unwrap_or_else(|e| panic!("{tag}: poll failed: {e}"));
+                let records = records.iter().map(|r| (r.partition, r.offset)).collect();
+                let _ = tx.send(Report { tag, assignment: c.assignment(), records });
+            }
+            c
+        });
+        Running { stop, handle }
+    }
+
+    async fn stop(self) -> GroupConsumer {
+        self.stop.store(true, Ordering::SeqCst);
+        bounded("consumer task", self.handle).await.expect("consumer task")
+    }
+}
+
+/// The latest assignment of each running consumer and every record they returned.
+struct Watch {
+    rx: mpsc::UnboundedReceiver<Report>,
+    assignments: BTreeMap<&'static str, Vec<TopicPartition>>,
+    records: Vec<(i32, i64)>,
+    /// Check on every report that no partition is owned by two members. Only meaningful under
+    /// the cooperative protocol: an eager member can give up and regain partitions in one poll.
+    exclusive: bool,
+    gone: Vec<&'static str>,
+}
+
+impl Watch {
+    fn new(rx: mpsc::UnboundedReceiver<Report>, exclusive: bool) -> Self {
+        Watch { rx, assignments: BTreeMap::new(), records: Vec::new(), exclusive, gone: Vec::new() }
+    }
+
+    async fn until(&mut self, what: &str, mut done: impl FnMut(&Watch) -> bool) {
+        bounded(what, async {
+            while !done(self) {
+                let r = self.rx.recv().await.expect("reports");
+                self.records.extend(r.records);
+                if self.gone.contains(&r.tag) {
+                    continue;
+                }
+                self.assignments.insert(r.tag, r.assignment);
+                if self.exclusive {
+                    let mut owners: HashMap<&TopicPartition, &str> = HashMap::new();
+                    for (tag, parts) in &self.assignments {
+                        for tp in parts {
+                            if let Some(other) = owners.insert(tp, tag) {
+                                panic!("{tp} owned by {other} and {tag} at once: {:?}", self.assignments);
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    fn forget(&mut self, tag: &'static str) {
+        self.gone.push(tag);
+        self.assignments.remove(tag);
+    }
+
+    fn sizes(&self) -> Vec<usize> {
+        self.assignments.values().map(Vec::len).collect()
+    }
+
+    fn distinct(&self) -> usize {
+        self.records.iter().collect::<BTreeSet<_>>().len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_split_partitions_and_take_over_from_committed_offsets() {
+    let broker = Broker::start();
+    let addr = broker.addr.clone();
+    let admin = bounded("Admin::new", Admin::new(&addr)).await.expect("admin");
+    create_topic(&admin, "split", 6).await;
+    produce(&addr, "split", 6, 100).await;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut watch = Watch::new(rx, false);
+    let mut c1 = bounded("GroupConsumer::new", GroupConsumer::new(config(&addr, "split-g"))).await.expect("c1");
+    c1.subscribe(["split"]);
+    let r1 = Running::start(c1, "c1", tx.clone());
+    watch.until("c1 owns all six partitions", |w| w.sizes() == vec![6]).await;
+    let mut c2 = bounded("GroupConsumer::new", GroupConsumer::new(config(&addr, "split-g"))).await.expect("c2");
+    c2.subscribe(["split"]);
+    let r2 = Running::start(c2, "c2", tx.clone());
+    watch.until("three partitions each", |w| w.sizes() == vec![3, 3]).await;
+    let union: BTreeSet<&TopicPartition> = watch.assignments.values().flatten().collect();
+    assert_eq!(union.len(), 6, "the two members split the partitions: {:?}", watch.assignments);
+    watch.until("all 600 records", |w| w.distinct() >= 600).await;
+    assert_eq!(watch.records.len(), 600, "offsets committed on revocation: no record is read twice");
+
+    // c1 leaves: c2 takes over its partitions and continues from c1's commits.
+    let mut c1 = r1.stop().await;
+    assert_eq!(c1.protocol(), Some("range"));
+    bounded("close", c1.close()).await.expect("c1 close commits and leaves");
+    watch.forget("c1");
+    watch.until("c2 owns all six partitions", |w| w.sizes() == vec![6]).await;
+    produce(&addr, "split", 6, 10).await;
+    watch.until("the 60 new records", |w| w.distinct() >= 660).await;
+    assert_eq!(watch.records.len(), 660, "after the takeover no record is read twice");
+
+    let mut c2 = r2.stop().await;
+    bounded("commit", c2.commit_sync()).await.expect("commit");
+    let lag = bounded("group_lag", admin.group_lag("split-g")).await.expect("lag");
+    assert_eq!((lag.state.as_str(), lag.members, lag.total_lag()), ("Stable", 1, 0), "{lag:?}");
+    assert_eq!(lag.partitions.len(), 6);
+    for p in &lag.partitions {
+        assert_eq!((p.committed, p.log_end_offset), (Some(110), Some(110)), "{p:?}");
+        assert_eq!(p.member.as_ref().map(|m| m.member_id.as_str()), Some(c2.member_id()));
+    }
+    bounded("close", c2.close()).await.expect("c2 close");
+    let d = bounded("describe", admin.describe_groups(&["split-g"])).await.expect("describe");
+    assert_eq!((d[0].state.as_str(), d[0].members.len()), ("Empty", 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cooperative_sticky_group_never_shares_a_partition() {
+    let broker = Broker::start();
+    let addr = broker.addr.clone();
+    let admin = bounded("Admin::new", Admin::new(&addr)).await.expect("admin");
+    create_topic(&admin, "coop", 6).await;
+    produce(&addr, "coop", 6, 50).await;
+    let cooperative = || {
+        let mut c = config(&addr, "coop-g");
+        c.assignors = vec![Arc::new(CooperativeStickyAssignor)];
+        c
+    };
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut watch = Watch::new(rx, true);
+    let mut running = Vec::new();
+    for (tag, want) in [("c1", vec![6]), ("c2", vec![3, 3]), ("c3", vec![2, 2, 2])] {
+        let mut c = bounded("GroupConsumer::new", GroupConsumer::new(cooperative())).await.expect("consumer");
+        c.subscribe(["coop"]);
+        running.push(Running::start(c, tag, tx.clone()));
+        watch.until(&format!("{tag} joined: {want:?}"), |w| w.sizes() == want).await;
+    }
+    watch.until("all 300 records", |w| w.distinct() >= 300).await;
+    for r in running {
+        let mut c = r.stop().await;
+        assert_eq!(c.protocol(), Some("cooperative-sticky"));
+        bounded("close", c.close()).await.expect("close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_rejoins_when_partitions_are_added() {
+    let broker = Broker::start();
+    let addr = broker.addr.clone();
+    let admin = bounded("Admin::new", Admin::new(&addr)).await.expect("admin");
+    create_topic(&admin, "grow", 2).await;
+    let mut c = config(&addr, "grow-g");
+    c.metadata_max_age = Duration::from_millis(500);
+    let mut consumer = bounded("GroupConsumer::new", GroupConsumer::new(c)).await.expect("consumer");
+    consumer.subscribe(["grow"]);
+    bounded("first assignment", async {
+        while consumer.assignment().len() < 2 {
+            consumer.poll().await.expect("poll");
+        }
+    })
+    .await;
+    bounded("create_partitions", admin.create_partitions("grow", 4, false)).await.expect("grow to 4");
+    produce(&addr, "grow", 4, 5).await;
+    let mut seen = BTreeSet::new();
+    bounded("records from the new partitions", async {
+        while seen.len() < 20 {
+            for r in consumer.poll().await.expect("poll") {
+                seen.insert((r.partition, r.offset));
+            }
+        }
+    })
+    .await;
+    assert_eq!(consumer.assignment().len(), 4);
+    bounded("close", consumer.close()).await.expect("close");
+}
+
+/// A finished `tern` run.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    what: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert!(self.status.success(), "`{}` failed ({}):\n{}", self.what, self.status, self.stderr);
+        self
+    }
+
+    fn fails_with(self, error: &str) -> Run {
+        assert!(!self.status.success(), "`{}` should have failed:\n{}", self.what, self.stdout);
+        assert!(self.stderr.contains(error), "`{}`: stderr lacks {error}:\n{}", self.what, self.stderr);
+        self
+    }
+}
+
+fn reader_thread(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn command(broker: &Broker, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .args(["-b", &broker.addr])
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn finish(mut child: Child, what: String) -> Run {
+    let stdout = reader_thread(child.stdout.take().expect("stdout"));
+    let stderr = reader_thread(child.stderr.take().expect("stderr"));
+    let status = wait_bounded(&mut child, &what);
+    let run = Run {
+        status,
+        stdout: String::from_utf8_lossy(&stdout.join().expect("stdout")).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr")).into_owned(),
+        what,
+    };
+    eprintln!("$ {}\n{}{}", run.what, run.stdout, run.stderr);
+    run
+}
+
+fn tern(broker: &Broker, args: &[&str]) -> Run {
+    let child = command(broker, args).spawn().expect("spawn tern");
+    finish(child, format!("tern {}", args.join(" ")))
+}
+
+/// `tern group lag` rows of one group: (topic, partition) → the remaining columns.
+fn lag_rows(out: &str, group: &str) -> BTreeMap<(String, i32), Vec<String>> {
+    out.lines()
+        .filter(|l| l.starts_with(&format!("{group} ")))
+        .map(|l| {
+            let f: Vec<String> = l.split_whitespace().map(str::to_owned).collect();
+            assert_eq!(f.len(), 9, "malformed lag row {l:?}");
+            ((f[1].clone(), f[2].parse().expect("partition")), f[3..].to_vec())
+        })
+        .collect()
+}
+
+fn total_lag(out: &str, group: &str) -> i64 {
+    let prefix = format!("Total lag of group '{group}': ");
+    let line = out.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no total for {group}:\n{out}"));
+    line[prefix.len()..].parse().expect("total")
+}
+
+/// Committed offset per partition of topic `t` from `tern group lag`.
+fn committed(broker: &Broker, group: &str, t: &str) -> Vec<String> {
+    let out = tern(broker, &["group", "lag", group]).ok().stdout;
+    lag_rows(&out, group).into_iter().filter(|((topic, _), _)| topic == t).map(|(_, f)| f[0].clone()).collect()
+}
+
+#[test]
+fn cli_consume_group_lag_reset_and_delete() {
+    let broker = Broker::start();
+    tern(&broker, &["topic", "create", "lag-t", "--partitions", "3"]).ok();
+    for p in 0..3 {
+        let lines: String = (0..100).map(|n| format!("p{p}-{n}\n")).collect();
+        let mut child = command(&broker, &["produce", "-t", "lag-t", "--partition", &p.to_string()])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn produce");
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut stdin, lines.as_bytes()).expect("write stdin");
+        drop(stdin);
+        finish(child, format!("tern produce -p {p}")).ok();
+    }
+
+    // Consume 120 records as group `cg`; exactly those are committed.
+    let consumed = tern(
+        &broker,
+        &[
+            "consume",
+            "-t",
+            "lag-t",
+            "--group",
+            "cg",
+            "--from-beginning",
+            "--max-messages",
+            "120",
+            "--timeout-ms",
+            "60000",
+        ],
+    )
+    .ok();
+    assert_eq!(consumed.stdout.lines().count(), 120);
+    assert!(consumed.stderr.contains("Processed a total of 120 messages"), "{}", consumed.stderr);
+
+    let lag = tern(&broker, &["group", "lag", "cg"]).ok().stdout;
+    assert!(lag.contains("Consumer group 'cg' has no active members."), "{lag}");
+    let header: Vec<&str> = lag.lines().find(|l| l.starts_with("GROUP")).expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST", "CLIENT-ID"]
+    );
+    let rows = lag_rows(&lag, "cg");
+    assert_eq!(rows.len(), 3, "{lag}");
+    let current: i64 = rows.values().map(|f| f[0].parse::<i64>().expect("committed offset")).sum();
+    assert_eq!(current, 120, "{lag}");
+    for f in rows.values() {
+        assert_eq!(f[1], "100", "log end offset: {lag}");
+        assert_eq!(f[2].parse::<i64>().unwrap(), 100 - f[0].parse::<i64>().unwrap());
+        assert_eq!(&f[3..], ["-", "-", "-"], "no member: {lag}");
+    }
+    assert_eq!(total_lag(&lag, "cg"), 180);
+
+    // Listing and describing an inactive group.
+    assert!(tern(&broker, &["group", "list"]).ok().stdout.lines().any(|l| l == "cg"));
+    let states = tern(&broker, &["group", "list", "--state"]).ok().stdout;
+    assert!(states.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["cg", "Empty"]), "{states}");
+    let stable = tern(&broker, &["group", "list", "--state", "stable"]).ok().stdout;
+    assert!(!stable.contains("cg"), "{stable}");
+    let described = tern(&broker, &["group", "describe", "cg"]).ok().stdout;
+    assert!(described.contains("Consumer group 'cg' has no active members."), "{described}");
+    assert!(described.lines().any(|l| l.starts_with("cg ") && l.contains(" Empty ")), "{described}");
+
+    // Reset: a dry run by default, applied with --execute.
+    let plan = tern(&broker, &["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-earliest"]).ok();
+    assert!(plan.stderr.contains("--execute"), "dry run warns: {}", plan.stderr);
+    let planned: Vec<Vec<&str>> = plan.stdout.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(planned, [["cg", "lag-t", "0", "0"], ["cg", "lag-t", "1", "0"], ["cg", "lag-t", "2", "0"]]);
+    assert_eq!(total_lag(&tern(&broker, &["group", "lag", "cg"]).ok().stdout, "cg"), 180, "a dry run changes nothing");
+    tern(&broker, &["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-earliest", "--execute"]).ok();
+    assert_eq!(total_lag(&tern(&broker, &["group", "lag", "cg"]).ok().stdout, "cg"), 300, "lag = log end offsets");
+
+    let reset = |args: &[&str]| {
+        let mut all = vec!["group", "reset-offsets", "--group", "cg", "--execute"];
+        all.extend_from_slice(args);
+        tern(&broker, &all).ok()
+    };
+    reset(&["--topic", "lag-t:1", "--to-offset", "50"]);
+    assert_eq!(committed(&broker, "cg", "lag-t"), ["0", "50", "0"]);
+    reset(&["--topic", "lag-t:1", "--shift-by", "-10"]);
+    assert_eq!(committed(&broker, "cg", "lag-t"), ["0", "40", "0"]);
+    let clamped = reset(&["--topic", "lag-t:1,2", "--shift-by", "1000"]);
+    assert!(clamped.stderr.contains("outside"), "{}", clamped.stderr);
+    assert_eq!(committed(&broker, "cg", "lag-t"), ["0", "100", "100"]);
+    reset(&["--all-topics", "--to-datetime", "1970-01-01T00:00:00.000Z"]);
+    assert_eq!(committed(&broker, "cg", "lag-t"), ["0", "0", "0"]);
+    reset(&["--topic", "lag-t:0", "--to-datetime", "2999-01-01T00:00:00.000+02:00"]);
+    assert_eq!(committed(&broker, "cg", "lag-t"), ["100", "0", "0"]);
+    reset(&["--topic", "lag-t", "--to-latest"]);
+    assert_eq!(committed(&broker, "cg", "lag-t"), ["100", "100", "100"]);
+    tern(&broker, &["group", "reset-offsets", "--group", "cg", "--topic", "no-such", "--to-latest"])
+        .fails_with("UNKNOWN_TOPIC_OR_PARTITION");
+
+    // While a member is active the group cannot be reset or deleted.
+    reset(&["--topic", "lag-t", "--to-earliest"]);
+    let member = command(&broker, &["consume", "-t", "lag-t", "--group", "cg", "--timeout-ms", "100000"])
+        .spawn()
+        .expect("spawn consume");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let out = tern(&broker, &["group", "describe", "cg"]).ok().stdout;
+        if out.lines().any(|l| l.starts_with("cg ") && l.contains(" Stable ")) && out.contains("lag-t(0,1,2)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the CLI consumer never became a stable member:\n{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let refused = tern(&broker, &["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-latest"]);
+    refused.fails_with("Assignments can only be reset if the group 'cg' is inactive, but the current state is Stable.");
+    tern(&broker, &["group", "delete", "cg"]).fails_with("NON_EMPTY_GROUP");
+    let deadline = Instant::now() + DEADLINE;
+    let lag = loop {
+        // The member reads everything and auto-commits within 5 s.
+        let out = tern(&broker, &["group", "lag", "cg"]).ok().stdout;
+        if total_lag(&out, "cg") == 0 {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "the CLI consumer never caught up:\n{out}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for f in lag_rows(&lag, "cg").values() {
+        assert_ne!(f[3], "-", "every partition has a consumer: {lag}");
+        assert_eq!(f[5], "tern-consume", "client id: {lag}");
+    }
+
+    // Ctrl-C: the consumer commits, leaves the group and exits cleanly.
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(member.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let stopped = finish(member, "tern consume --group cg".into()).ok();
+    assert!(stopped.stderr.contains("Processed a total of 300 messages"), "{}", stopped.stderr);
+    let described = tern(&broker, &["group", "describe", "cg"]).ok().stdout;
+    assert!(described.contains("has no active members"), "the member left on exit:\n{described}");
+
+    let deleted = tern(&broker, &["group", "delete", "cg", "no-such-group"]).fails_with("GROUP_ID_NOT_FOUND");
+    assert!(
+        deleted.stdout.contains("Deletion of requested consumer groups ('cg') was successful."),
+        "{}",
+        deleted.stdout
+    );
+    assert!(!tern(&broker, &["group", "list"]).ok().stdout.lines().any(|l| l == "cg"));
+    let gone = tern(&broker, &["group", "describe", "cg"]).ok().stdout;
+    assert!(gone.contains("Consumer group 'cg' does not exist."), "{gone}");
+}
+
+#[test]
+fn help_documents_group_commands() {
+    for cmd in [
+        &["group", "list"][..],
+        &["group", "describe"],
+        &["group", "delete"],
+        &["group", "reset-offsets"],
+        &["group", "lag"],
+        &["consume"],
+    ] {
+        let mut child = Command::new(BIN).args(cmd).arg("--help").stdout(Stdio::piped()).spawn().expect("--help");
+        let stdout = reader_thread(child.stdout.take().expect("stdout"));
+        assert!(wait_bounded(&mut child, "--help").success());
+        let help = String::from_utf8_lossy(&stdout.join().expect("stdout")).into_owned();
+        assert!(help.contains("--bootstrap-server"), "{cmd:?} --help:\n{help}");
+        if cmd == ["consume"] {
+            assert!(help.contains("--group"), "{help}");
+        }
+    }
+}
