@@ -204,9 +204,20 @@ async fn members_split_partitions_and_take_over_from_committed_offsets() {
         assert_eq!((p.committed, p.log_end_offset), (Some(110), Some(110)), "{p:?}");
         assert_eq!(p.member.as_ref().map(|m| m.member_id.as_str()), Some(c2.member_id()));
     }
+    let tp0 = TopicPartition::new("split", 0);
+    let err = bounded("delete_group_offsets", admin.delete_group_offsets("split-g", std::slice::from_ref(&tp0)))
+        .await
+        .expect_err("offsets of a topic the group consumes cannot be deleted");
+    assert!(err.to_string().contains("GROUP_SUBSCRIBED_TO_TOPIC"), "{err}");
     bounded("close", c2.close()).await.expect("c2 close");
     let d = bounded("describe", admin.describe_groups(&["split-g"])).await.expect("describe");
     assert_eq!((d[0].state.as_str(), d[0].members.len()), ("Empty", 0));
+    bounded("delete_group_offsets", admin.delete_group_offsets("split-g", std::slice::from_ref(&tp0)))
+        .await
+        .expect("delete offsets of an empty group");
+    let offsets = bounded("list_group_offsets", admin.list_group_offsets("split-g")).await.expect("offsets");
+    assert_eq!(offsets.len(), 5);
+    assert!(!offsets.contains_key(&tp0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -422,6 +433,10 @@ fn cli_consume_group_lag_reset_and_delete() {
         assert_eq!(&f[3..], ["-", "-", "-"], "no member: {lag}");
     }
     assert_eq!(total_lag(&lag, "cg"), 180);
+    // Without a group: every group.
+    let all = tern(&broker, &["group", "lag"]).ok().stdout;
+    assert_eq!(lag_rows(&all, "cg"), rows, "{all}");
+    assert_eq!(total_lag(&all, "cg"), 180);
 
     // Listing and describing an inactive group.
     assert!(tern(&broker, &["group", "list"]).ok().stdout.lines().any(|l| l == "cg"));
