@@ -5,10 +5,11 @@
 //! Invariants:
 //! - The coordinator sits behind a plain mutex that is never held across an `.await` or any I/O;
 //!   executing commands under it only sends on channels.
-//! - Appends to one `__consumer_offsets` partition happen in command order: each partition has
-//!   one appender task fed by a channel. The appender writes everything queued at once (one
-//!   storage append of several batches, one fsync where the flush policy asks for it) and only
-//!   then reports each append's outcome back to the coordinator.
+//! - Appends to `__consumer_offsets` happen in command order: one writer thread, fed by a
+//!   channel, writes everything queued at once (one storage append of several batches per
+//!   partition, one fsync where the flush policy asks for it) and only then reports each
+//!   append's outcome back to the coordinator. It is not a socket-serving thread, so its disk
+//!   I/O never delays other clients.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tern_group::{AppendToken, Command, GroupConfig, GroupCoordinator, ReplyTo, Response};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use crate::offsets_topic::{self, KeyValue};
 use crate::topics::Partition;
@@ -40,7 +41,8 @@ struct State {
     coordinator: GroupCoordinator,
     next_reply: ReplyTo,
     waiting: HashMap<ReplyTo, oneshot::Sender<Response>>,
-    appenders: HashMap<i32, mpsc::UnboundedSender<(AppendToken, Vec<KeyValue>)>>,
+    /// The `__consumer_offsets` writer thread, started on first use.
+    writer: Option<std::sync::mpsc::Sender<PendingAppend>>,
 }
 
 pub(crate) fn group_config(config: &BrokerConfig) -> GroupConfig {
@@ -76,7 +78,7 @@ impl GroupService {
                 tracing::info!(partition = p.index, ?summary, "loaded {}", offsets_topic::OFFSETS_TOPIC);
             }
         }
-        let state = State { coordinator, next_reply: 0, waiting: HashMap::new(), appenders: HashMap::new() };
+        let state = State { coordinator, next_reply: 0, waiting: HashMap::new(), writer: None };
         GroupService { state: Mutex::new(state), partitions, timers_changed: Notify::new(), broker }
     }
 
@@ -118,8 +120,10 @@ impl GroupService {
                     }
                 }
                 Command::Append { partition, records, token } => {
-                    let tx = state.appenders.entry(partition).or_insert_with(|| self.spawn_appender(partition));
-                    if tx.send((token, records)).is_err() {
+                    let writer = state.writer.get_or_insert_with(|| self.start_writer());
+                    if let Err(failed) = writer.send(PendingAppend { partition, token, records }) {
+                        state.writer = None;
+                        let token = failed.0.token;
                         let commands =
                             state.coordinator.append_completed(token, Err(COORDINATOR_NOT_AVAILABLE), now_ms());
                         self.execute(state, commands);
@@ -129,26 +133,40 @@ impl GroupService {
         }
     }
 
-    fn spawn_appender(self: &Arc<Self>, partition: i32) -> mpsc::UnboundedSender<(AppendToken, Vec<KeyValue>)> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(AppendToken, Vec<KeyValue>)>();
+    /// Starts the thread that writes `__consumer_offsets`. One thread, fed by a channel: appends
+    /// to a partition stay in command order, everything queued is written together (one
+    /// storage append per partition), and there is no thread hand-off per append as there
+    /// would be with the blocking pool.
+    fn start_writer(self: &Arc<Self>) -> std::sync::mpsc::Sender<PendingAppend> {
+        let (tx, rx) = std::sync::mpsc::channel::<PendingAppend>();
         let service = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut queued = Vec::new();
-            while rx.recv_many(&mut queued, MAX_APPENDS_PER_WRITE).await > 0 {
+        let spawned = std::thread::Builder::new().name("offsets-writer".into()).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut queued = vec![first];
+                queued.extend(rx.try_iter().take(MAX_APPENDS_PER_WRITE));
                 let Some(service) = service.upgrade() else { return };
-                let log_partition = service.partitions.get(partition as usize).cloned();
-                let appends = std::mem::take(&mut queued);
-                let tokens: Vec<AppendToken> = appends.iter().map(|(t, _)| *t).collect();
-                let result = match log_partition {
-                    Some(p) => crate::handlers::blocking(move || append_batches(&p, &appends)).await,
-                    None => Err(COORDINATOR_NOT_AVAILABLE),
-                };
+                // Group by partition, keeping each partition's order.
+                let mut by_partition: Vec<(i32, Vec<PendingAppend>)> = Vec::new();
+                for append in queued {
+                    match by_partition.iter_mut().find(|(p, _)| *p == append.partition) {
+                        Some((_, list)) => list.push(append),
+                        None => by_partition.push((append.partition, vec![append])),
+                    }
+                }
+                let mut outcomes = Vec::new();
+                for (partition, appends) in by_partition {
+                    let result = match service.partitions.get(partition as usize) {
+                        Some(p) => append_batches(p, &appends),
+                        None => Err(COORDINATOR_NOT_AVAILABLE),
+                    };
+                    outcomes.extend(appends.iter().map(|a| (a.token, result)));
+                }
                 if let Some(broker) = service.broker.upgrade() {
                     broker.notify_appended();
                 }
                 let mut state = service.lock();
                 let now = now_ms();
-                for token in tokens {
+                for (token, result) in outcomes {
                     let commands = state.coordinator.append_completed(token, result, now);
                     service.execute(&mut state, commands);
                 }
@@ -156,6 +174,9 @@ impl GroupService {
                 service.timers_changed.notify_one();
             }
         });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the {} writer thread", offsets_topic::OFFSETS_TOPIC);
+        }
         tx
     }
 
@@ -181,11 +202,18 @@ impl GroupService {
     }
 }
 
+/// An append the coordinator asked for, on its way to the writer thread.
+struct PendingAppend {
+    partition: i32,
+    token: AppendToken,
+    records: Vec<KeyValue>,
+}
+
 /// Writes several appends as consecutive batches in one storage append.
-fn append_batches(partition: &Partition, appends: &[(AppendToken, Vec<KeyValue>)]) -> Result<(), i16> {
+fn append_batches(partition: &Partition, appends: &[PendingAppend]) -> Result<(), i16> {
     let now = now_ms();
     let mut input = BytesMut::new();
-    for (_, records) in appends {
+    for PendingAppend { records, .. } in appends {
         let batch = offsets_topic::encode_batch(records, now).map_err(|e| {
             tracing::error!(error = %e, "cannot encode {} records", offsets_topic::OFFSETS_TOPIC);
             COORDINATOR_NOT_AVAILABLE

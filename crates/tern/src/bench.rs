@@ -10,6 +10,8 @@
 //! only when the records sent before it are; with one partition this matches batch order.
 //! Consume reports the time to read everything from the first fetch, plus per-`poll` latency.
 
+mod group;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,10 @@ pub enum BenchCommand {
     Produce(ProduceArgs),
     /// Read a topic from the beginning to its current end and report throughput.
     Consume(ConsumeArgs),
+    /// Time rebalances of a consumer group (JoinGroup/SyncGroup spoken directly).
+    Rebalance(group::RebalanceArgs),
+    /// Standalone OffsetCommit throughput and latency.
+    Commits(group::CommitsArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -102,6 +108,8 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     let summary = match cmd {
         BenchCommand::Produce(a) => produce(a).await?,
         BenchCommand::Consume(a) => consume(a).await?,
+        BenchCommand::Rebalance(a) => group::rebalance_bench(a).await?,
+        BenchCommand::Commits(a) => group::commits_bench(a).await?,
     };
     let errors = summary.errors;
     summary.print();
