@@ -655,7 +655,7 @@ impl GroupConsumer {
                         let spec = match committed.get(&tp) {
                             Some(&o) => OffsetSpec::Offset(o),
                             None => {
-                                tracing::info!(group = %self.config.group_id, partition = %tp, "no committed offset; resetting to {reset:?}");
+                                tracing::debug!(group = %self.config.group_id, partition = %tp, "no committed offset; resetting to {reset:?}");
                                 reset
                             }
                         };
@@ -709,14 +709,14 @@ impl GroupConsumer {
         if !self.generation.is_valid() {
             if !self.owned.is_empty() {
                 let lost: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
-                tracing::info!(group = %self.config.group_id, ?lost, "giving away all partitions as lost: the membership was reset");
+                tracing::info!(group = %self.config.group_id, lost = %partition_list(&lost), "giving away all partitions as lost: the membership was reset");
                 self.invoke(|l| l.on_partitions_lost(&lost));
                 self.apply_assignment(&[]);
             }
         } else if !self.cooperative {
             let revoked: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
             if !revoked.is_empty() {
-                tracing::info!(group = %self.config.group_id, ?revoked, "revoking previously assigned partitions");
+                tracing::info!(group = %self.config.group_id, revoked = %partition_list(&revoked), "revoking previously assigned partitions");
                 self.invoke(|l| l.on_partitions_revoked(&revoked));
                 self.apply_assignment(&[]);
             }
@@ -832,8 +832,8 @@ impl GroupConsumer {
             group = %self.config.group_id,
             member = %self.generation.member_id,
             generation = self.generation.id,
-            protocol = ?self.generation.protocol,
-            assignment = ?assigned,
+            protocol = self.generation.protocol.as_deref().unwrap_or_default(),
+            assignment = %partition_list(&assigned),
             "joined the group"
         );
         let revoked: Vec<TopicPartition> = self.owned.difference(&assigned).cloned().collect();
@@ -889,6 +889,11 @@ impl GroupConsumer {
         self.heartbeat = Some(Heartbeat::start(self.coordinator.clone(), config, self.last_poll.clone(), tx));
         self.heartbeat_events = Some(rx);
     }
+}
+
+/// `t-0, t-1` for logs.
+fn partition_list<'a>(parts: impl IntoIterator<Item = &'a TopicPartition>) -> String {
+    parts.into_iter().map(|tp| tp.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// The errors of a commit from a member whose generation is over.
@@ -1008,7 +1013,7 @@ impl JoinTask {
         if self.cooperative {
             validate_cooperative(&subscriptions, &assignment);
         }
-        tracing::info!(group = %self.params.group_id, %protocol, ?assignment, "computed the group's assignment as leader");
+        tracing::debug!(group = %self.params.group_id, %protocol, ?assignment, "computed the group's assignment as leader");
         let mut out = Vec::with_capacity(subscriptions.len());
         for member in subscriptions.keys() {
             let parts = assignment.get(member).map(Vec::as_slice).unwrap_or_default();
