@@ -281,6 +281,37 @@ async fn leader_rejoins_when_partitions_are_added() {
     bounded("close", consumer.close()).await.expect("close");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_member_keeps_its_place_across_a_restart() {
+    let broker = Broker::start();
+    let addr = broker.addr.clone();
+    let admin = bounded("Admin::new", Admin::new(&addr)).await.expect("admin");
+    create_topic(&admin, "static", 2).await;
+    let mut first_member = String::new();
+    for round in 0..2 {
+        let mut c = config(&addr, "static-g");
+        c.group_instance_id = Some("instance-1".into());
+        let mut consumer = bounded("GroupConsumer::new", GroupConsumer::new(c)).await.expect("consumer");
+        consumer.subscribe(["static"]);
+        bounded("assignment", async {
+            while consumer.assignment().len() < 2 {
+                consumer.poll().await.expect("poll");
+            }
+        })
+        .await;
+        if round == 0 {
+            first_member = consumer.member_id().to_owned();
+        } else {
+            assert_ne!(consumer.member_id(), first_member, "a restarted static member gets a new member id");
+        }
+        bounded("close", consumer.close()).await.expect("close");
+        // No LeaveGroup: the instance keeps its place until its session times out.
+        let d = bounded("describe", admin.describe_groups(&["static-g"])).await.expect("describe");
+        assert_eq!(d[0].members.len(), 1, "round {round}: {:?}", d[0]);
+        assert_eq!(d[0].members[0].group_instance_id.as_deref(), Some("instance-1"));
+    }
+}
+
 /// A finished `tern` run.
 struct Run {
     status: ExitStatus,
