@@ -5,6 +5,8 @@
 #   3. tern bench produce: fills a topic with 2 GB (10^9) of 1 KiB records
 #   4. tern bench consume: reads that topic back (from page cache)
 #   5. tern bench produce latency at 1000 records/s, linger.ms=0, acks=1 (Rust client)
+#   6. tern bench rebalance: a 10-member group over 1,000 partitions, 20 rebalances
+#   7. tern bench commits: standalone OffsetCommit throughput, 32 connections x 8 in flight
 # all with --broker-pid, so each reports broker CPU-s/GB. Every step is bounded by a timeout.
 # Results (BENCH_RESULT lines, broker log) go to $OUT (default: a new temp dir, printed).
 #
@@ -159,6 +161,12 @@ perf_stop
 step tern-latency $((LAT_SECS + 60)) \
     "$TERN_BIN" bench produce -b "$BS" --topic tern-bench-latency --rate "$RATE" \
     --records $((RATE * LAT_SECS)) --linger-ms 0 --acks 1 --broker-pid "$BROKER_PID"
+
+step group-rebalance 120 \
+    "$TERN_BIN" bench rebalance -b "$BS" --members 10 --topics 10 --partitions 100 --rounds 20
+
+step group-commits 60 \
+    "$TERN_BIN" bench commits -b "$BS" --connections 32 --inflight 8 --duration-secs 10
 
 echo "# loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
 log "results ($RESULTS):"

@@ -18,6 +18,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from checks import Deadline
+from conftest import tern_bin
 from test_confluent import admin_for, create_topic
 
 pytestmark = pytest.mark.timeout(300)
@@ -184,6 +185,8 @@ def run_membership_scenario(broker, tmp_path, client, strategy):
     check_records_within_ownership(members)
     committed, ends = committed_and_end_offsets(broker, topic, group)
     assert committed == ends, f"committed {committed} != log end offsets {ends}"
+    rows, total = tern_group_lag(broker, group)
+    assert rows == librdkafka_lag(broker, topic, group, PARTITIONS) and total == 0
     return topic, group
 
 
@@ -221,6 +224,27 @@ def first_offsets_of_resumed_consumer(broker, topic, group, partitions):
     return first
 
 
+def tern_group_lag(broker, group):
+    """`tern group lag G` parsed: {(topic, partition): (current, log_end, lag)} and the total."""
+    out = subprocess.run([str(tern_bin()), "group", "lag", "-b", broker.bootstrap, group],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows, total = {}, None
+    for line in out.stdout.splitlines():
+        cols = line.split()
+        if len(cols) >= 6 and cols[0] == group and cols[2].isdigit():
+            num = lambda c: None if c == "-" else int(c)  # noqa: E731
+            rows[(cols[1], int(cols[2]))] = (num(cols[3]), num(cols[4]), num(cols[5]))
+        elif line.startswith(f"Total lag of group '{group}':"):
+            total = int(line.rsplit(":", 1)[1])
+    return rows, total
+
+
+def librdkafka_lag(broker, topic, group, partitions):
+    committed, ends = committed_and_end_offsets(broker, topic, group, partitions)
+    return {(topic, p): (committed[p], ends[p], ends[p] - committed[p]) for p in range(partitions)}
+
+
 @pytest.mark.parametrize("graceful", [True, False], ids=["graceful", "kill9"])
 def test_committed_offsets_survive_broker_restart(broker, graceful):
     topic, group, n = f"restart-{graceful}", f"restart-group-{graceful}", 6
@@ -235,6 +259,9 @@ def test_committed_offsets_survive_broker_restart(broker, graceful):
     committed, ends = committed_and_end_offsets(broker, topic, group, n)
     assert committed == wanted
     assert ends == {part: 100 for part in range(n)}
+    rows, total = tern_group_lag(broker, group)
+    assert rows == librdkafka_lag(broker, topic, group, n)
+    assert total == sum(100 - off for off in wanted.values())
     assert first_offsets_of_resumed_consumer(broker, topic, group, n) == wanted
 
 

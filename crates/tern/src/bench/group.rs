@@ -167,6 +167,8 @@ async fn member_loop(
 ) -> Result<()> {
     let mut member_id = String::new();
     loop {
+        // The rejoin round this join answers; a later round makes the member join again.
+        let round = *rejoin.borrow_and_update();
         let joined_at = Instant::now();
         let join = m.conn.send(&join_request(&m.group, &member_id, &m.metadata)).await?;
         if join.error_code == MEMBER_ID_REQUIRED {
@@ -209,8 +211,10 @@ async fn member_loop(
             return Ok(());
         }
         // Stable: heartbeat until the group rebalances or the benchmark asks for a rejoin.
-        rejoin.borrow_and_update();
         loop {
+            if *rejoin.borrow_and_update() != round {
+                break;
+            }
             tokio::select! {
                 changed = rejoin.changed() => {
                     if changed.is_err() {
