@@ -582,3 +582,34 @@ fn member_awaiting_sync_is_kept_when_others_join() {
     assert_eq!(cmds.len(), 3);
     assert!(cmds.iter().all(|cmd| join_resp(cmd).1.generation_id == 2));
 }
+
+/// Groups of other protocol types (Kafka Connect's "connect") are served the same way; a member
+/// of another type is refused.
+#[test]
+fn groups_of_any_protocol_type_are_served_generically() {
+    let mut c = coordinator(config());
+    let connect_join = |member_id: &str| {
+        let mut req = join_req(3, "connect-cluster", member_id, None);
+        req.protocol_type = "connect".into();
+        req.protocols = vec![JoinProtocol { name: "sessioned".into(), metadata: Bytes::from_static(b"worker-config") }];
+        req
+    };
+    assert!(c.join_group(connect_join(""), 1, T0).is_empty());
+    let cmds = tick_all(&mut c, T0);
+    let (_, joined) = join_resp(&cmds[0]);
+    assert_eq!((joined.error_code, joined.generation_id), (errors::NONE, 1));
+    assert_eq!(joined.protocol_name.as_deref(), Some("sessioned"));
+    assert_eq!(joined.members[0].metadata, Bytes::from_static(b"worker-config"));
+    let leader = joined.member_id.clone();
+    let assignment = Bytes::from_static(b"connectors: a, b");
+    let mut sync = sync_req("connect-cluster", &leader, 1, vec![(leader.clone(), assignment.clone())]);
+    sync.protocol_type = Some("connect".into());
+    sync.protocol_name = Some("sessioned".into());
+    let cmds = c.sync_group(sync, 2, T0);
+    let cmds = c.append_completed(append_token(&cmds), Ok(()), T0);
+    assert_eq!(sync_resp(&cmds[0]).1.assignment, assignment);
+    assert_eq!(c.group_state("connect-cluster"), Some(GroupState::Stable));
+    // A consumer cannot join a connect group.
+    let cmds = c.join_group(join_req(3, "connect-cluster", "", None), 3, T0 + 1);
+    assert_eq!(join_resp(&cmds[0]).1.error_code, errors::INCONSISTENT_GROUP_PROTOCOL);
+}
