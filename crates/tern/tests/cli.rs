@@ -4,99 +4,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use tern_client::{murmur2, to_positive};
 
 /// Upper bound for any one subprocess or readiness wait; only reached when something hangs.
-const DEADLINE: Duration = Duration::from_secs(90);
-
-use common::{Broker, BIN};
-
-impl Broker {
-    /// Runs `tern <args> -b <broker>` to completion.
-    fn run(&self, args: &[&str]) -> Run {
-        self.run_with_stdin(args, Vec::new())
-    }
-
-    fn run_with_stdin(&self, args: &[&str], stdin: Vec<u8>) -> Run {
-        let mut child = self.command(args).stdin(Stdio::piped()).spawn().expect("spawn tern");
-        let mut input = child.stdin.take().expect("stdin");
-        let writer = std::thread::spawn(move || {
-            // Closing stdin (dropping it) is the end-of-input signal.
-            let _ = input.write_all(&stdin);
-        });
-        let stdout = reader_thread(child.stdout.take().expect("stdout"));
-        let stderr = reader_thread(child.stderr.take().expect("stderr"));
-        let status = wait_bounded(&mut child, &format!("tern {}", args.join(" ")));
-        writer.join().expect("stdin writer");
-        let run = Run {
-            status,
-            stdout: String::from_utf8_lossy(&stdout.join().expect("stdout reader")).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
-            what: format!("tern {}", args.join(" ")),
-        };
-        eprintln!("$ {}\n{}{}", run.what, run.stdout.lines().take(20).collect::<Vec<_>>().join("\n"), run.stderr);
-        run
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .args(["-b", &self.addr])
-            .env("RUST_BACKTRACE", "0")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
-    }
-}
-
-fn reader_thread(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// Waits for `child`, killing it (and failing the test) after [`DEADLINE`].
-fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{what}` did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    what: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert!(self.status.success(), "`{}` failed ({}):\n{}", self.what, self.status, self.stderr);
-        self
-    }
-
-    /// Asserts a non-zero exit whose stderr names `error`.
-    fn fails_with(self, error: &str) {
-        assert!(!self.status.success(), "`{}` should have failed:\n{}", self.what, self.stdout);
-        assert!(self.stderr.contains(error), "`{}`: stderr lacks {error}:\n{}", self.what, self.stderr);
-    }
-}
+use common::{reader_thread, wait_bounded, Broker, BIN};
 
 /// `tern topic describe` output: partition count, `Configs:` of the header line, and
 /// (partition, log end offset) of every partition line.

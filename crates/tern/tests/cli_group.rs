@@ -6,14 +6,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Broker, BIN};
+use common::{finish, reader_thread, wait_bounded, Broker, BIN};
 use tern_client::group::CooperativeStickyAssignor;
 use tern_client::{
     Admin, GroupConsumer, GroupConsumerConfig, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
@@ -312,81 +311,6 @@ async fn static_member_keeps_its_place_across_a_restart() {
     }
 }
 
-/// A finished `tern` run.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    what: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert!(self.status.success(), "`{}` failed ({}):\n{}", self.what, self.status, self.stderr);
-        self
-    }
-
-    fn fails_with(self, error: &str) -> Run {
-        assert!(!self.status.success(), "`{}` should have failed:\n{}", self.what, self.stdout);
-        assert!(self.stderr.contains(error), "`{}`: stderr lacks {error}:\n{}", self.what, self.stderr);
-        self
-    }
-}
-
-fn reader_thread(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
-}
-
-fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{what}` did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn command(broker: &Broker, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .args(["-b", &broker.addr])
-        .env("RUST_BACKTRACE", "0")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn finish(mut child: Child, what: String) -> Run {
-    let stdout = reader_thread(child.stdout.take().expect("stdout"));
-    let stderr = reader_thread(child.stderr.take().expect("stderr"));
-    let status = wait_bounded(&mut child, &what);
-    let run = Run {
-        status,
-        stdout: String::from_utf8_lossy(&stdout.join().expect("stdout")).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr")).into_owned(),
-        what,
-    };
-    eprintln!("$ {}\n{}{}", run.what, run.stdout, run.stderr);
-    run
-}
-
-fn tern(broker: &Broker, args: &[&str]) -> Run {
-    let child = command(broker, args).spawn().expect("spawn tern");
-    finish(child, format!("tern {}", args.join(" ")))
-}
-
 /// `tern group lag` rows of one group: (topic, partition) → the remaining columns.
 fn lag_rows(out: &str, group: &str) -> BTreeMap<(String, i32), Vec<String>> {
     out.lines()
@@ -407,17 +331,18 @@ fn total_lag(out: &str, group: &str) -> i64 {
 
 /// Committed offset per partition of topic `t` from `tern group lag`.
 fn committed(broker: &Broker, group: &str, t: &str) -> Vec<String> {
-    let out = tern(broker, &["group", "lag", group]).ok().stdout;
+    let out = broker.run(&["group", "lag", group]).ok().stdout;
     lag_rows(&out, group).into_iter().filter(|((topic, _), _)| topic == t).map(|(_, f)| f[0].clone()).collect()
 }
 
 #[test]
 fn cli_consume_group_lag_reset_and_delete() {
     let broker = Broker::start();
-    tern(&broker, &["topic", "create", "lag-t", "--partitions", "3"]).ok();
+    broker.run(&["topic", "create", "lag-t", "--partitions", "3"]).ok();
     for p in 0..3 {
         let lines: String = (0..100).map(|n| format!("p{p}-{n}\n")).collect();
-        let mut child = command(&broker, &["produce", "-t", "lag-t", "--partition", &p.to_string()])
+        let mut child = broker
+            .command(&["produce", "-t", "lag-t", "--partition", &p.to_string()])
             .stdin(Stdio::piped())
             .spawn()
             .expect("spawn produce");
@@ -428,9 +353,8 @@ fn cli_consume_group_lag_reset_and_delete() {
     }
 
     // Consume 120 records as group `cg`; exactly those are committed.
-    let consumed = tern(
-        &broker,
-        &[
+    let consumed = broker
+        .run(&[
             "consume",
             "-t",
             "lag-t",
@@ -441,13 +365,12 @@ fn cli_consume_group_lag_reset_and_delete() {
             "120",
             "--timeout-ms",
             "60000",
-        ],
-    )
-    .ok();
+        ])
+        .ok();
     assert_eq!(consumed.stdout.lines().count(), 120);
     assert!(consumed.stderr.contains("Processed a total of 120 messages"), "{}", consumed.stderr);
 
-    let lag = tern(&broker, &["group", "lag", "cg"]).ok().stdout;
+    let lag = broker.run(&["group", "lag", "cg"]).ok().stdout;
     assert!(lag.contains("Consumer group 'cg' has no active members."), "{lag}");
     let header: Vec<&str> = lag.lines().find(|l| l.starts_with("GROUP")).expect("header").split_whitespace().collect();
     assert_eq!(
@@ -465,33 +388,33 @@ fn cli_consume_group_lag_reset_and_delete() {
     }
     assert_eq!(total_lag(&lag, "cg"), 180);
     // Without a group: every group.
-    let all = tern(&broker, &["group", "lag"]).ok().stdout;
+    let all = broker.run(&["group", "lag"]).ok().stdout;
     assert_eq!(lag_rows(&all, "cg"), rows, "{all}");
     assert_eq!(total_lag(&all, "cg"), 180);
 
     // Listing and describing an inactive group.
-    assert!(tern(&broker, &["group", "list"]).ok().stdout.lines().any(|l| l == "cg"));
-    let states = tern(&broker, &["group", "list", "--state"]).ok().stdout;
+    assert!(broker.run(&["group", "list"]).ok().stdout.lines().any(|l| l == "cg"));
+    let states = broker.run(&["group", "list", "--state"]).ok().stdout;
     assert!(states.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["cg", "Empty"]), "{states}");
-    let stable = tern(&broker, &["group", "list", "--state", "stable"]).ok().stdout;
+    let stable = broker.run(&["group", "list", "--state", "stable"]).ok().stdout;
     assert!(!stable.contains("cg"), "{stable}");
-    let described = tern(&broker, &["group", "describe", "cg"]).ok().stdout;
+    let described = broker.run(&["group", "describe", "cg"]).ok().stdout;
     assert!(described.contains("Consumer group 'cg' has no active members."), "{described}");
     assert!(described.lines().any(|l| l.starts_with("cg ") && l.contains(" Empty ")), "{described}");
 
     // Reset: a dry run by default, applied with --execute.
-    let plan = tern(&broker, &["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-earliest"]).ok();
+    let plan = broker.run(&["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-earliest"]).ok();
     assert!(plan.stderr.contains("--execute"), "dry run warns: {}", plan.stderr);
     let planned: Vec<Vec<&str>> = plan.stdout.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(planned, [["cg", "lag-t", "0", "0"], ["cg", "lag-t", "1", "0"], ["cg", "lag-t", "2", "0"]]);
-    assert_eq!(total_lag(&tern(&broker, &["group", "lag", "cg"]).ok().stdout, "cg"), 180, "a dry run changes nothing");
-    tern(&broker, &["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-earliest", "--execute"]).ok();
-    assert_eq!(total_lag(&tern(&broker, &["group", "lag", "cg"]).ok().stdout, "cg"), 300, "lag = log end offsets");
+    assert_eq!(total_lag(&broker.run(&["group", "lag", "cg"]).ok().stdout, "cg"), 180, "a dry run changes nothing");
+    broker.run(&["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-earliest", "--execute"]).ok();
+    assert_eq!(total_lag(&broker.run(&["group", "lag", "cg"]).ok().stdout, "cg"), 300, "lag = log end offsets");
 
     let reset = |args: &[&str]| {
         let mut all = vec!["group", "reset-offsets", "--group", "cg", "--execute"];
         all.extend_from_slice(args);
-        tern(&broker, &all).ok()
+        broker.run(&all).ok()
     };
     reset(&["--topic", "lag-t:1", "--to-offset", "50"]);
     assert_eq!(committed(&broker, "cg", "lag-t"), ["0", "50", "0"]);
@@ -506,30 +429,32 @@ fn cli_consume_group_lag_reset_and_delete() {
     assert_eq!(committed(&broker, "cg", "lag-t"), ["100", "0", "0"]);
     reset(&["--topic", "lag-t", "--to-latest"]);
     assert_eq!(committed(&broker, "cg", "lag-t"), ["100", "100", "100"]);
-    tern(&broker, &["group", "reset-offsets", "--group", "cg", "--topic", "no-such", "--to-latest"])
+    broker
+        .run(&["group", "reset-offsets", "--group", "cg", "--topic", "no-such", "--to-latest"])
         .fails_with("UNKNOWN_TOPIC_OR_PARTITION");
 
     // While a member is active the group cannot be reset or deleted.
     reset(&["--topic", "lag-t", "--to-earliest"]);
-    let member = command(&broker, &["consume", "-t", "lag-t", "--group", "cg", "--timeout-ms", "100000"])
+    let member = broker
+        .command(&["consume", "-t", "lag-t", "--group", "cg", "--timeout-ms", "100000"])
         .spawn()
         .expect("spawn consume");
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let out = tern(&broker, &["group", "describe", "cg"]).ok().stdout;
+        let out = broker.run(&["group", "describe", "cg"]).ok().stdout;
         if out.lines().any(|l| l.starts_with("cg ") && l.contains(" Stable ")) && out.contains("lag-t(0,1,2)") {
             break;
         }
         assert!(Instant::now() < deadline, "the CLI consumer never became a stable member:\n{out}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let refused = tern(&broker, &["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-latest"]);
+    let refused = broker.run(&["group", "reset-offsets", "--group", "cg", "--topic", "lag-t", "--to-latest"]);
     refused.fails_with("Assignments can only be reset if the group 'cg' is inactive, but the current state is Stable.");
-    tern(&broker, &["group", "delete", "cg"]).fails_with("NON_EMPTY_GROUP");
+    broker.run(&["group", "delete", "cg"]).fails_with("NON_EMPTY_GROUP");
     let deadline = Instant::now() + DEADLINE;
     let lag = loop {
         // The member reads everything and auto-commits within 5 s.
-        let out = tern(&broker, &["group", "lag", "cg"]).ok().stdout;
+        let out = broker.run(&["group", "lag", "cg"]).ok().stdout;
         if total_lag(&out, "cg") == 0 {
             break out;
         }
@@ -546,17 +471,17 @@ fn cli_consume_group_lag_reset_and_delete() {
     assert_eq!(unsafe { libc::kill(member.id() as libc::pid_t, libc::SIGINT) }, 0);
     let stopped = finish(member, "tern consume --group cg".into()).ok();
     assert!(stopped.stderr.contains("Processed a total of 300 messages"), "{}", stopped.stderr);
-    let described = tern(&broker, &["group", "describe", "cg"]).ok().stdout;
+    let described = broker.run(&["group", "describe", "cg"]).ok().stdout;
     assert!(described.contains("has no active members"), "the member left on exit:\n{described}");
 
-    let deleted = tern(&broker, &["group", "delete", "cg", "no-such-group"]).fails_with("GROUP_ID_NOT_FOUND");
+    let deleted = broker.run(&["group", "delete", "cg", "no-such-group"]).fails_with("GROUP_ID_NOT_FOUND");
     assert!(
         deleted.stdout.contains("Deletion of requested consumer groups ('cg') was successful."),
         "{}",
         deleted.stdout
     );
-    assert!(!tern(&broker, &["group", "list"]).ok().stdout.lines().any(|l| l == "cg"));
-    let gone = tern(&broker, &["group", "describe", "cg"]).ok().stdout;
+    assert!(!broker.run(&["group", "list"]).ok().stdout.lines().any(|l| l == "cg"));
+    let gone = broker.run(&["group", "describe", "cg"]).ok().stdout;
     assert!(gone.contains("Consumer group 'cg' does not exist."), "{gone}");
 }
 

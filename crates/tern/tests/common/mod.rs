@@ -1,11 +1,15 @@
 //! The real `tern serve` binary for integration tests: a temp data dir, a free loopback port,
 //! killed when dropped (also when a test panics, which prints the broker's log).
+#![allow(dead_code)] // each test binary uses its own subset
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tern");
+/// Upper bound for one `tern` CLI run; only reached when something hangs.
+pub const RUN_DEADLINE: Duration = Duration::from_secs(120);
 /// Upper bound for the broker to start listening; only reached when something hangs.
 const START_DEADLINE: Duration = Duration::from_secs(90);
 
@@ -63,5 +67,98 @@ impl Drop for Broker {
         if std::thread::panicking() {
             eprintln!("--- broker log ---\n{}", self.log());
         }
+    }
+}
+
+/// A finished `tern` CLI run.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub what: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert!(self.status.success(), "`{}` failed ({}):\n{}", self.what, self.status, self.stderr);
+        self
+    }
+
+    /// Asserts a non-zero exit whose stderr names `error`.
+    pub fn fails_with(self, error: &str) -> Run {
+        assert!(!self.status.success(), "`{}` should have failed:\n{}", self.what, self.stdout);
+        assert!(self.stderr.contains(error), "`{}`: stderr lacks {error}:\n{}", self.what, self.stderr);
+        self
+    }
+}
+
+impl Broker {
+    /// `tern <args> -b <broker>`, output piped, stdin closed.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["-b", &self.addr])
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs `tern <args> -b <broker>` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, Vec::new())
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Vec<u8>) -> Run {
+        let mut child = self.command(args).stdin(Stdio::piped()).spawn().expect("spawn tern");
+        let mut input = child.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || {
+            // Closing stdin (dropping it) is the end-of-input signal.
+            let _ = input.write_all(&stdin);
+        });
+        let run = finish(child, format!("tern {}", args.join(" ")));
+        writer.join().expect("stdin writer");
+        run
+    }
+}
+
+/// Collects a spawned `tern`'s output and exit status (bounded by [`RUN_DEADLINE`]).
+pub fn finish(mut child: Child, what: String) -> Run {
+    let stdout = reader_thread(child.stdout.take().expect("stdout"));
+    let stderr = reader_thread(child.stderr.take().expect("stderr"));
+    let status = wait_bounded(&mut child, &what);
+    let run = Run {
+        status,
+        stdout: String::from_utf8_lossy(&stdout.join().expect("stdout reader")).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
+        what,
+    };
+    eprintln!("$ {}\n{}{}", run.what, run.stdout.lines().take(20).collect::<Vec<_>>().join("\n"), run.stderr);
+    run
+}
+
+pub fn reader_thread(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Waits for `child`, killing it (and failing the test) after [`RUN_DEADLINE`].
+pub fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > RUN_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` did not finish within {RUN_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
