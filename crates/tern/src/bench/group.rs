@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
+use bytes::Bytes;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, HeartbeatRequest, JoinGroupRequest,
-    OffsetCommitRequest, SyncGroupRequest, TopicName,
+    GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, SyncGroupRequest, TopicName,
 };
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use tern_client::connection::Connection;
+use tern_client::group::metadata::{encode_assignment, encode_subscription};
+use tern_client::group::{PartitionAssignor, RangeAssignor, Subscription};
 use tern_client::Admin;
 
 use super::{Latencies, Summary};
@@ -86,41 +86,19 @@ async fn ensure_topic(admin: &Admin, topic: &str, partitions: i32) -> Result<()>
 }
 
 fn subscription(topics: &[String]) -> Result<Bytes> {
-    let sub = ConsumerProtocolSubscription::default()
-        .with_topics(topics.iter().map(|t| StrBytes::from_string(t.clone())).collect());
-    let mut buf = BytesMut::new();
-    buf.put_i16(1);
-    sub.encode(&mut buf, 1)?;
-    Ok(buf.freeze())
+    Ok(encode_subscription(&Subscription { topics: topics.to_vec(), ..Default::default() })?)
 }
 
-/// Kafka's range assignment of every topic's partitions over the sorted member ids.
+/// The client's range assignor over the members (all subscribed to every topic).
 fn range_assignments(members: &[String], topics: &[String], partitions: i32) -> Result<Vec<(String, Bytes)>> {
-    let mut sorted = members.to_vec();
-    sorted.sort();
-    let n = sorted.len() as i32;
-    let mut out = Vec::new();
-    for (i, member) in sorted.iter().enumerate() {
-        let i = i as i32;
-        let (per, extra) = (partitions / n, partitions % n);
-        let start = i * per + i.min(extra);
-        let count = per + i32::from(i < extra);
-        let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-            topics
-                .iter()
-                .map(|t| {
-                    AssignedPartitions::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.clone())))
-                        .with_partitions((start..start + count).collect())
-                })
-                .collect(),
-        );
-        let mut buf = BytesMut::new();
-        buf.put_i16(1);
-        assignment.encode(&mut buf, 1)?;
-        out.push((member.clone(), buf.freeze()));
-    }
-    Ok(out)
+    let per_topic = topics.iter().map(|t| (t.clone(), partitions)).collect();
+    let subscriptions =
+        members.iter().map(|m| (m.clone(), Subscription { topics: topics.to_vec(), ..Default::default() })).collect();
+    RangeAssignor
+        .assign(&per_topic, &subscriptions)
+        .into_iter()
+        .map(|(member, parts)| Ok((member, encode_assignment(&parts, None)?)))
+        .collect()
 }
 
 fn join_request(group: &str, member_id: &str, metadata: &Bytes) -> JoinGroupRequest {
