@@ -20,7 +20,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, _versi
         // Transactions are not implemented yet; say so instead of writing unfenced data.
         return respond_all(request, ResponseError::TransactionalIdAuthorizationFailed, acks);
     }
-    if !matches!(acks, 0 | 1 | -1) {
+    if !(-1..=1).contains(&acks) {
         return respond_all(request, ResponseError::InvalidRequiredAcks, acks);
     }
     let b = broker.clone();
