@@ -40,6 +40,17 @@ def test_produce_acks_modes(broker, acks):
     verify_records(recs, n, nparts, base_ts=base, what=f"records produced with acks={acks}")
 
 
+def test_idempotent_producer(broker):
+    """enable.idempotence: InitProducerId, sequence numbers, in-order delivery, no duplicates."""
+    topic, n, nparts = "idempotent", 20_000, 4
+    create_topic(admin_for(broker), topic, nparts)
+    base = base_timestamp_ms()
+    produce(broker.bootstrap, topic, "zstd", n, base, nparts,
+            extra={"enable.idempotence": True, "max.in.flight.requests.per.connection": 5})
+    recs, _, _ = consume_all(broker.bootstrap, topic, nparts)
+    verify_records(recs, n, nparts, base_ts=base, what="records of an idempotent producer")
+
+
 def test_headers_null_keys_and_values(broker):
     topic = "headers-nulls"
     create_topic(admin_for(broker), topic, 1)

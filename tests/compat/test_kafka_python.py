@@ -38,10 +38,8 @@ def create_topic(admin, topic, partitions, configs=None):
 
 
 def produce(bootstrap, topic, codec, n, base_ts, partitions):
-    extra = {}
-    if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
-        # kafka-python >= 2.1 defaults to idempotence, which needs InitProducerId (not served by tern yet).
-        extra["enable_idempotence"] = False
+    # kafka-python >= 2.1 turns idempotence on by default (InitProducerId + sequence numbers).
+    extra = {"enable_idempotence": True} if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG else {}
     p = KafkaProducer(
         bootstrap_servers=bootstrap, client_id="tern-compat-producer",
         compression_type=None if codec == "none" else codec,

@@ -7,6 +7,7 @@ mod errors;
 mod groups;
 mod handlers;
 pub mod offsets_topic;
+mod producer_ids;
 mod server;
 pub mod topics;
 
@@ -32,6 +33,8 @@ pub struct Broker {
     admin_lock: Mutex<()>,
     /// The consumer-group coordinator (this broker coordinates every group while single-node).
     groups: Arc<GroupService>,
+    /// Ids for idempotent producers (InitProducerId).
+    producer_ids: producer_ids::ProducerIdAllocator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +56,13 @@ impl Broker {
         let cluster_id = load_or_create_cluster_id(&config.data_dir, config.node_id())?;
         let topics = TopicRegistry::load(&config.data_dir, |overrides| config.log_config(overrides))?;
         let offsets = offsets_topic::ensure_offsets_topic(&topics, &config)?;
+        let producer_ids = producer_ids::ProducerIdAllocator::load(&config.data_dir);
         let stored = offsets.partitions.iter().map(|p| offsets_topic::read_all(&p.log)).collect::<Result<_, _>>()?;
         Ok(Arc::new_cyclic(|broker| {
             let group_config = groups::group_config(&config);
             let groups = Arc::new(GroupService::new(group_config, offsets.partitions.clone(), stored, broker.clone()));
             let (appended, _) = watch::channel(0);
-            Broker { config, topics, cluster_id, appended, admin_lock: Mutex::new(()), groups }
+            Broker { config, topics, cluster_id, appended, admin_lock: Mutex::new(()), groups, producer_ids }
         }))
     }
 

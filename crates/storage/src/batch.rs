@@ -21,6 +21,9 @@ const ATTRIBUTES: usize = 21;
 const LAST_OFFSET_DELTA: usize = 23;
 const BASE_TIMESTAMP: usize = 27;
 const MAX_TIMESTAMP: usize = 35;
+const PRODUCER_ID: usize = 43;
+const PRODUCER_EPOCH: usize = 51;
+const BASE_SEQUENCE: usize = 53;
 const RECORD_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
@@ -54,6 +57,10 @@ pub(crate) struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
+    /// -1 unless the producer is idempotent (then with its epoch and first sequence number).
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub record_count: i32,
 }
 
@@ -76,6 +83,9 @@ impl BatchHeader {
             last_offset_delta: be_i32(b, LAST_OFFSET_DELTA),
             base_timestamp: be_i64(b, BASE_TIMESTAMP),
             max_timestamp: be_i64(b, MAX_TIMESTAMP),
+            producer_id: be_i64(b, PRODUCER_ID),
+            producer_epoch: be_i16(b, PRODUCER_EPOCH),
+            base_sequence: be_i32(b, BASE_SEQUENCE),
             record_count: be_i32(b, RECORD_COUNT),
         })
     }

@@ -18,6 +18,7 @@ mod epoch;
 mod index;
 mod log;
 mod ops;
+mod producers;
 mod segment;
 
 pub use crate::cleaner::{CleanStats, CleanerOptions, CrashPoint};
@@ -126,6 +127,17 @@ pub enum StorageError {
     /// a key under `cleanup.policy=compact` (INVALID_RECORD).
     #[error("invalid record batch: {0}")]
     InvalidRecord(String),
+    /// An idempotent producer's batch that does not follow its previous one
+    /// (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// An idempotent producer's batch from an epoch older than the current one
+    /// (INVALID_PRODUCER_EPOCH).
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// A request mixing an already written batch with new ones (DUPLICATE_SEQUENCE_NUMBER).
+    #[error("duplicate sequence: {0}")]
+    DuplicateSequence(String),
     /// A batch larger than `max.message.bytes` (MESSAGE_TOO_LARGE).
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     RecordTooLarge { size: usize, max: usize },

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, ValidBatch};
 use crate::cleaner::{self, CleanerState};
 use crate::epoch::EpochCache;
+use crate::producers::{ProducerStates, SequenceCheck};
 use crate::segment::{self, Segment};
 use crate::{io_err, AppendInfo, LogConfig, ReadResult, Result, StorageError, TimestampType};
 
@@ -36,6 +37,8 @@ pub(crate) struct Writer {
     pub(crate) unflushed: i64,
     pub(crate) last_flush_ms: i64,
     pub(crate) closed: bool,
+    /// Idempotent producers' recent batches (duplicate and sequence checks).
+    pub(crate) producers: ProducerStates,
 }
 
 /// One partition's log. All methods take `&self`: appends are serialised internally,
@@ -155,9 +158,18 @@ impl Log {
             std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
         }
         sync_dir(dir).map_err(|e| io_err(dir, e))?;
+        // Producer state from the active segment's batch headers (see producers.rs).
+        let mut producers = ProducerStates::default();
+        let active = segments.last().expect("at least one segment");
+        active
+            .scan_headers(0, active.size(), |_, h| {
+                producers.record(h);
+                true
+            })
+            .map_err(|e| io_err(&active.log_path, e))?;
         Ok(Log {
             dir: dir.to_path_buf(),
-            writer: Mutex::new(Writer { last_flush_ms: now_ms, ..Writer::default() }),
+            writer: Mutex::new(Writer { last_flush_ms: now_ms, producers, ..Writer::default() }),
             segments: RwLock::new(Arc::new(segments)),
             config: RwLock::new(config),
             epochs: Mutex::new(epochs),
@@ -184,6 +196,20 @@ impl Log {
             w.closed = false;
         }
         let base_offset = self.leo.load(Ordering::Acquire);
+        // A retried batch of an idempotent producer is answered with its original offsets.
+        if let [only] = &w.valid[..] {
+            if let SequenceCheck::Duplicate { base_offset, last_offset } = w.producers.check(&only.header)? {
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    log_append_time: -1,
+                    record_count: last_offset - base_offset + 1,
+                    log_start_offset: self.log_start_offset(),
+                });
+            }
+        } else {
+            self.check_sequences(w)?;
+        }
         let append_time = (cfg.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         w.scratch.clear();
         w.scratch.extend_from_slice(batches);
@@ -206,6 +232,9 @@ impl Log {
         seg.append(&w.scratch, &w.placed, cfg.index_interval_bytes, now_ms).map_err(|e| io_err(&seg.log_path, e))?;
         self.leo.store(next, Ordering::Release);
         self.hw.store(next, Ordering::Release);
+        for (_, h) in &w.placed {
+            w.producers.record(h);
+        }
         lock(&self.epochs).assign(leader_epoch, base_offset)?;
         w.unflushed += next - base_offset;
         if w.unflushed >= cfg.flush_messages {
@@ -220,6 +249,29 @@ impl Log {
             record_count: next - base_offset,
             log_start_offset: self.log_start_offset(),
         })
+    }
+
+    /// Sequence checks for an input of several batches, each against the state the batches
+    /// before it would leave (on a copy: nothing changes unless the append goes through).
+    fn check_sequences(&self, w: &Writer) -> Result<()> {
+        if !w.valid.iter().any(|vb| vb.header.producer_id >= 0) {
+            return Ok(());
+        }
+        let mut state = w.producers.clone();
+        let mut next = self.leo.load(Ordering::Acquire);
+        for vb in &w.valid {
+            if let SequenceCheck::Duplicate { .. } = state.check(&vb.header)? {
+                return Err(StorageError::DuplicateSequence(format!(
+                    "batch of producer {} with sequence {} is already in the log",
+                    vb.header.producer_id, vb.header.base_sequence
+                )));
+            }
+            let mut h = vb.header;
+            h.base_offset = next;
+            next += h.record_count as i64;
+            state.record(&h);
+        }
+        Ok(())
     }
 
     /// Reads whole batches starting at the one containing `offset`, up to `max_bytes`

@@ -154,6 +154,8 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        // Cached producer batches may be among what goes.
+        w.producers.clear();
         let segs = self.snapshot();
         if offset < self.log_start_offset() || offset <= segs[0].base_offset {
             let fresh =

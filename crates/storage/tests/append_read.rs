@@ -185,3 +185,47 @@ fn concurrent_reader_and_writer() {
     assert!(reads > 0);
     assert!(log.segment_base_offsets().len() > 1);
 }
+
+/// A batch of an idempotent producer: `n` records from sequence `seq`.
+fn idempotent_batch(producer_id: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+    let records: Vec<_> = (0..n)
+        .map(|i| {
+            let mut r = record(i, 1000, Some(Bytes::from(format!("k{i}"))), Some(Bytes::from_static(b"v")));
+            r.producer_id = producer_id;
+            r.producer_epoch = epoch;
+            r.sequence = seq + i as i32;
+            r
+        })
+        .collect();
+    encode(&records, Compression::None)
+}
+
+#[test]
+fn idempotent_retries_are_not_written_twice_even_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let first = log.append(&idempotent_batch(5, 0, 0, 3), 0, 0).unwrap();
+    let second = log.append(&idempotent_batch(5, 0, 3, 2), 0, 0).unwrap();
+    assert_eq!((first.base_offset, second.base_offset), (0, 3));
+    let retry = log.append(&idempotent_batch(5, 0, 0, 3), 0, 0).unwrap();
+    assert_eq!((retry.base_offset, retry.last_offset), (0, 2), "a retry gets the original offsets");
+    assert_eq!(log.log_end_offset(), 5, "and writes nothing");
+    let gap = log.append(&idempotent_batch(5, 0, 7, 1), 0, 0);
+    assert!(matches!(gap, Err(StorageError::OutOfOrderSequence(_))), "{gap:?}");
+    log.close().unwrap();
+    drop(log);
+
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let retry = log.append(&idempotent_batch(5, 0, 3, 2), 0, 0).unwrap();
+    assert_eq!((retry.base_offset, log.log_end_offset()), (3, 5), "the state is rebuilt on open");
+    assert_eq!(log.append(&idempotent_batch(5, 0, 5, 1), 0, 0).unwrap().base_offset, 5);
+    let stale = log.append(&idempotent_batch(5, -1, 0, 1), 0, 0);
+    assert!(matches!(stale, Err(StorageError::InvalidProducerEpoch(_))), "{stale:?}");
+    // A mixed request: a new batch after one already written.
+    let mut mixed = idempotent_batch(5, 0, 5, 1);
+    mixed.extend(idempotent_batch(5, 0, 6, 1));
+    assert!(matches!(log.append(&mixed, 0, 0), Err(StorageError::DuplicateSequence(_))));
+    let mut both_new = idempotent_batch(5, 0, 6, 1);
+    both_new.extend(idempotent_batch(5, 0, 7, 1));
+    assert_eq!(log.append(&both_new, 0, 0).unwrap().last_offset, 7);
+}

@@ -5,6 +5,7 @@ pub(crate) mod api_versions;
 pub(crate) mod configs;
 pub(crate) mod fetch;
 pub(crate) mod groups;
+pub(crate) mod init_producer_id;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
@@ -56,6 +57,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 pub(crate) fn is_supported(key: ApiKey, version: i16) -> bool {
@@ -100,6 +102,7 @@ pub(crate) async fn handle(
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(broker, r, v)),
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(broker, r, v)),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(broker, r).await),
         other => return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other))),
     };
     Outcome::Respond(response)

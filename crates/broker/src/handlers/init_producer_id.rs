@@ -1,0 +1,32 @@
+//! InitProducerId: a fresh producer id (epoch 0) for an idempotent producer. Transactions are
+//! not implemented yet: a request with a transactional id is refused.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::blocking;
+use crate::Broker;
+
+pub(crate) async fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    if request.transactional_id.is_some() {
+        tracing::info!("InitProducerId with a transactional id refused: transactions are not supported yet");
+        return response.with_error_code(ResponseError::UnsupportedVersion.code());
+    }
+    // A new id every time, also when an idempotent producer asks to bump its epoch (KIP-360):
+    // the new id starts with fresh sequence numbers, which is all it needs.
+    let b = broker.clone();
+    match blocking(move || b.producer_ids.next()).await {
+        Ok(id) => {
+            response.producer_id = ProducerId(id);
+            response.producer_epoch = 0;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reserve producer ids");
+            response.error_code = ResponseError::KafkaStorageError.code();
+        }
+    }
+    response
+}
