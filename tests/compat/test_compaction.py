@@ -5,10 +5,12 @@ value of every live key, once."""
 import random
 import time
 
-from confluent_kafka import Producer
+import pytest
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from checks import Deadline
-from test_confluent import admin_for, consume_all, create_topic
+from test_confluent import REQ_TIMEOUT, admin_for, consume_all, create_topic
 
 KEYS = 2000
 UPDATES = 120_000
@@ -85,3 +87,17 @@ def test_compaction_keeps_latest_value_per_key_across_crashes(broker_factory):
     fillers = [r for r in records if r.key.startswith("filler-")]
     assert len(fillers) == 25_000
     assert len(records) < len(items) / 4
+
+
+def test_delete_records_is_refused_on_a_compacted_topic(broker):
+    admin = admin_for(broker)
+    create_topic(admin, "compact-only", 1, {"cleanup.policy": "compact"})
+    create_topic(admin, "compact-delete", 1, {"cleanup.policy": "compact,delete"})
+    for topic in ("compact-only", "compact-delete"):
+        produce(broker.bootstrap, topic, [(f"k{i}", "v") for i in range(10)])
+    futs = admin.delete_records([TopicPartition("compact-only", 0, 5)], request_timeout=REQ_TIMEOUT)
+    with pytest.raises(KafkaException) as refused:
+        list(futs.values())[0].result()
+    assert refused.value.args[0].code() == KafkaError.POLICY_VIOLATION
+    futs = admin.delete_records([TopicPartition("compact-delete", 0, 5)], request_timeout=REQ_TIMEOUT)
+    assert list(futs.values())[0].result().low_watermark == 5

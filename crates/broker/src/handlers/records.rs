@@ -29,6 +29,11 @@ pub(crate) async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsR
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    // Kafka refuses to delete records of a topic that is compacted but not deleted.
+                    let policy = partition.log.config().cleanup_policy;
+                    if policy.compact && !policy.delete {
+                        return r.with_error_code(ResponseError::PolicyViolation.code());
+                    }
                     // -1 means "up to the high watermark".
                     let offset = if p.offset == -1 { partition.log.high_watermark() } else { p.offset };
                     if offset < 0 {
