@@ -92,6 +92,17 @@ struct PartState {
     high_watermark: i64,
 }
 
+impl PartState {
+    /// A newly assigned partition; its position is resolved lazily unless `spec` is an offset.
+    fn new(topic: String, partition: i32, spec: OffsetSpec) -> Self {
+        let position = match spec {
+            OffsetSpec::Offset(o) => Some(o),
+            _ => None,
+        };
+        PartState { topic: Arc::from(topic), partition, position, spec, high_watermark: -1 }
+    }
+}
+
 struct InflightFetch {
     node: i32,
     pending: PendingResponse<FetchResponse>,
@@ -140,19 +151,7 @@ impl Consumer {
     /// Replaces the assignment. Offsets are resolved lazily on the next `poll`.
     pub fn assign(&mut self, partitions: Vec<(String, i32, OffsetSpec)>) {
         self.inflight.clear();
-        self.parts = partitions
-            .into_iter()
-            .map(|(t, p, spec)| PartState {
-                topic: Arc::from(t),
-                partition: p,
-                position: match spec {
-                    OffsetSpec::Offset(o) => Some(o),
-                    _ => None,
-                },
-                spec,
-                high_watermark: -1,
-            })
-            .collect();
+        self.parts = partitions.into_iter().map(|(t, p, spec)| PartState::new(t, p, spec)).collect();
         self.refresh = true;
     }
 
@@ -163,16 +162,7 @@ impl Consumer {
         self.parts.retain(|p| keep(&p.topic, p.partition));
         for (t, p, spec) in add {
             self.parts.retain(|x| !(*x.topic == *t && x.partition == p));
-            self.parts.push(PartState {
-                topic: Arc::from(t),
-                partition: p,
-                position: match spec {
-                    OffsetSpec::Offset(o) => Some(o),
-                    _ => None,
-                },
-                spec,
-                high_watermark: -1,
-            });
+            self.parts.push(PartState::new(t, p, spec));
         }
         self.refresh = true;
     }
