@@ -12,7 +12,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use uuid::Uuid;
 
-use super::{blocking, check_leader_epoch};
+use super::{blocking, requested_partition};
 use crate::errors::storage_error_code;
 use crate::Broker;
 
@@ -100,12 +100,10 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, use_ids: bool)
             if use_ids && topic.id != w.topic_id {
                 return data.with_error_code(unknown.code());
             }
-            let Some(partition) = topic.partition(w.partition) else {
-                return data.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+            let partition = match requested_partition(Some(&topic), w.partition, w.current_leader_epoch) {
+                Ok(partition) => partition,
+                Err(e) => return data.with_error_code(e.code()),
             };
-            if let Err(e) = check_leader_epoch(w.current_leader_epoch, partition) {
-                return data.with_error_code(e.code());
-            }
             let log = &partition.log;
             let hw = log.high_watermark();
             data.high_watermark = hw;

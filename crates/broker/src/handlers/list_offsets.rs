@@ -6,7 +6,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{blocking, check_leader_epoch};
+use super::{blocking, requested_partition};
 use crate::errors::storage_error_code;
 use crate::Broker;
 
@@ -31,12 +31,11 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, ve
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
-                        return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let partition = match requested_partition(topic.as_ref(), p.partition_index, p.current_leader_epoch)
+                    {
+                        Ok(partition) => partition,
+                        Err(e) => return r.with_error_code(e.code()),
                     };
-                    if let Err(e) = check_leader_epoch(p.current_leader_epoch, partition) {
-                        return r.with_error_code(e.code());
-                    }
                     let log = &partition.log;
                     let found = match p.timestamp {
                         LATEST => Ok(Some((log.high_watermark(), -1))),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
+use crate::topics::{Partition, Topic};
 use crate::Broker;
 
 /// What the connection loop does after a request.
@@ -108,14 +109,21 @@ pub(crate) async fn handle(
     Outcome::Respond(response)
 }
 
-/// Kafka's check of a client's `current_leader_epoch` (-1: the client does not know it).
-pub(crate) fn check_leader_epoch(requested: i32, partition: &crate::topics::Partition) -> Result<(), ResponseError> {
-    if requested > partition.leader_epoch {
+/// The partition a request names, checked the way every partition-level API checks it:
+/// UNKNOWN_TOPIC_OR_PARTITION if it does not exist here, then Kafka's check of the client's
+/// `current_leader_epoch` (-1: the client does not know it, or the API has none).
+pub(crate) fn requested_partition(
+    topic: Option<&Arc<Topic>>,
+    index: i32,
+    current_leader_epoch: i32,
+) -> Result<&Arc<Partition>, ResponseError> {
+    let partition = topic.and_then(|t| t.partition(index)).ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if current_leader_epoch > partition.leader_epoch {
         Err(ResponseError::UnknownLeaderEpoch)
-    } else if requested >= 0 && requested < partition.leader_epoch {
+    } else if current_leader_epoch >= 0 && current_leader_epoch < partition.leader_epoch {
         Err(ResponseError::FencedLeaderEpoch)
     } else {
-        Ok(())
+        Ok(partition)
     }
 }
 

@@ -10,7 +10,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::metadata::str_bytes;
-use super::{blocking, Outcome};
+use super::{blocking, requested_partition, Outcome};
 use crate::errors::storage_error_code;
 use crate::{now_ms, Broker};
 
@@ -54,13 +54,11 @@ fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceRespo
                         .with_base_offset(-1)
                         .with_log_append_time_ms(-1)
                         .with_log_start_offset(-1);
-                    let Some(topic) = &topic else {
-                        return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let partition = match requested_partition(topic.as_ref(), pd.index, -1) {
+                        Ok(partition) => partition,
+                        Err(e) => return r.with_error_code(e.code()),
                     };
-                    let Some(partition) = topic.partition(pd.index) else {
-                        return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
-                    if acks == -1 && min_insync_replicas(broker, topic) > 1 {
+                    if acks == -1 && topic.as_ref().is_some_and(|t| min_insync_replicas(broker, t) > 1) {
                         return r.with_error_code(ResponseError::NotEnoughReplicas.code());
                     }
                     let Some(records) = pd.records else {
@@ -74,7 +72,7 @@ fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceRespo
                             r
                         }
                         Err(e) => {
-                            tracing::debug!(topic = topic.name, partition = pd.index, error = %e, "append rejected");
+                            tracing::debug!(topic = partition.topic, partition = pd.index, error = %e, "append rejected");
                             r.error_code = storage_error_code(&e).code();
                             r.error_message = Some(str_bytes(&e.to_string()));
                             r

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 
-use super::{blocking, check_leader_epoch};
+use super::{blocking, requested_partition};
 use crate::errors::storage_error_code;
 use crate::Broker;
 
@@ -26,8 +26,9 @@ pub(crate) async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsR
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
-                        return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let partition = match requested_partition(topic.as_ref(), p.partition_index, -1) {
+                        Ok(partition) => partition,
+                        Err(e) => return r.with_error_code(e.code()),
                     };
                     // Kafka refuses to delete records of a topic that is compacted but not deleted.
                     let policy = partition.log.config().cleanup_policy;
@@ -64,12 +65,10 @@ pub(crate) fn offset_for_leader_epoch(
             .iter()
             .map(|p| {
                 let r = EpochEndOffset::default().with_partition(p.partition).with_leader_epoch(-1).with_end_offset(-1);
-                let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
-                    return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                let partition = match requested_partition(topic.as_ref(), p.partition, p.current_leader_epoch) {
+                    Ok(partition) => partition,
+                    Err(e) => return r.with_error_code(e.code()),
                 };
-                if let Err(e) = check_leader_epoch(p.current_leader_epoch, partition) {
-                    return r.with_error_code(e.code());
-                }
                 match partition.log.end_offset_for_epoch(p.leader_epoch) {
                     Some((epoch, end)) => r.with_leader_epoch(epoch).with_end_offset(end),
                     None => r,
