@@ -156,6 +156,33 @@ def same_records(a_parts, b_parts, what):
         raise AssertionError(f"{what}:\n  " + "\n  ".join(problems))
 
 
+def check_delete_records_and_restart(broker, n, nparts, parts, read, delete_records, check_offsets, base_ts=None,
+                                     ends=None, after_restart=None):
+    """The second half of every client's round trip: DeleteRecords up to a third of each
+    partition, read back; restart the broker, read back again. Each time the records kept must be
+    exactly those from before and ListOffsets must agree.
+
+    read() -> (records, low watermarks or None, high watermarks or None); delete_records(cut);
+    check_offsets(parts, start_offsets); after_restart() e.g. waits for metadata.
+    Returns the cut offsets."""
+    cut = pick_delete_offsets(parts)
+    delete_records(cut)
+    kept = {p: [r for r in rs if r.offset >= cut[p]] for p, rs in parts.items()}
+    for when in ("after DeleteRecords", "after restart"):
+        if when == "after restart":
+            broker.restart()
+            if after_restart:
+                after_restart()
+        recs, starts, highs = read()
+        assert starts is None or starts == cut, f"low watermarks {when}: {starts}, expected {cut}"
+        assert when != "after restart" or highs is None or ends is None or highs == ends, (
+            f"high watermarks {when}: {highs}, before {ends}")
+        got = verify_records(recs, n, nparts, base_ts=base_ts, start_offsets=cut, what=f"records {when}")
+        same_records(kept, got, f"records {when}")
+        check_offsets(got, cut)
+    return cut
+
+
 class Deadline:
     def __init__(self, seconds, what):
         self.end = time.monotonic() + seconds

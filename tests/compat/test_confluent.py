@@ -6,13 +6,12 @@ import time
 import pytest
 
 import confluent_kafka  # noqa: E402
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from checks import (  # noqa: E402
-    CODECS, NUM_PARTITIONS, NUM_RECORDS, Deadline, Rec, base_timestamp_ms, expected_max_timestamp,
-    expected_offset_for_time, key_for, pick_delete_offsets, same_records, to_str, ts_for, value_for,
-    verify_records)
+    CODECS, NUM_PARTITIONS, NUM_RECORDS, base_timestamp_ms, check_delete_records_and_restart, Deadline,
+    expected_max_timestamp, expected_offset_for_time, key_for, Rec, to_str, ts_for, value_for, verify_records)
 from partitioning import java_partition  # noqa: E402
 
 try:
@@ -218,28 +217,13 @@ def test_confluent_roundtrip(broker, codec):
     parts = verify_records(recs, n, nparts, base_ts=base)
     check_list_offsets(admin, topic, parts, nparts, {})
 
-    # DeleteRecords: then earliest == deleted-to offset and reads start there.
-    cut = pick_delete_offsets(parts)
-    delete_records(admin, topic, cut)
-    kept = {p: [r for r in recs_p if r.offset >= cut[p]] for p, recs_p in parts.items()}
-    after_delete, starts2, _ = consume_all(broker.bootstrap, topic, nparts)
-    assert starts2 == cut, f"low watermarks after DeleteRecords {starts2}, expected {cut}"
-    parts2 = verify_records(after_delete, n, nparts, base_ts=base, start_offsets=cut,
-                            what="records after DeleteRecords")
-    same_records(kept, parts2, "records after DeleteRecords")
-    check_list_offsets(admin, topic, parts2, nparts, cut)
-
-    # Graceful restart: everything (not deleted) is still there, byte for byte.
-    broker.restart()
-    admin = admin_for(broker)
-    wait_metadata(admin, topic, nparts)
-    after_restart, starts3, ends3 = consume_all(broker.bootstrap, topic, nparts)
-    assert starts3 == cut, f"low watermarks after restart {starts3}, expected {cut} (DeleteRecords not durable?)"
-    assert ends3 == ends, f"high watermarks after restart {ends3}, before {ends}"
-    parts3 = verify_records(after_restart, n, nparts, base_ts=base, start_offsets=cut,
-                            what="records after restart")
-    same_records(kept, parts3, "records after restart")
-    check_list_offsets(admin, topic, parts3, nparts, cut)
+    check_delete_records_and_restart(
+        broker, n, nparts, parts,
+        read=lambda: consume_all(broker.bootstrap, topic, nparts),
+        delete_records=lambda cut: delete_records(admin_for(broker), topic, cut),
+        check_offsets=lambda got, cut: check_list_offsets(admin_for(broker), topic, got, nparts, cut),
+        base_ts=base, ends=ends,
+        after_restart=lambda: wait_metadata(admin_for(broker), topic, nparts))
 
 
 def test_confluent_create_delete_topic(broker):

@@ -5,10 +5,9 @@ import time
 
 import pytest
 
-import confluent_kafka  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
-from checks import Deadline, seq_of  # noqa: E402
+from checks import seq_of  # noqa: E402
 from test_confluent import admin_for, consume_all, create_topic, wait_metadata  # noqa: E402
 
 PARTITIONS = 3

@@ -6,7 +6,6 @@ logs its partition ownership and the records it got, and the checks work on thos
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -9,9 +9,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic  # noqa: E402
 
 from checks import (  # noqa: E402
-    CODECS, NUM_PARTITIONS, NUM_RECORDS, Deadline, Rec, base_timestamp_ms, expected_max_timestamp,
-    expected_offset_for_time, key_for, pick_delete_offsets, same_records, to_str, ts_for, value_for,
-    verify_records)
+    CODECS, NUM_PARTITIONS, NUM_RECORDS, base_timestamp_ms, check_delete_records_and_restart, Deadline,
+    expected_max_timestamp, expected_offset_for_time, key_for, Rec, to_str, ts_for, value_for, verify_records)
 from partitioning import java_partition  # noqa: E402
 
 REQ_TIMEOUT_MS = 30000
@@ -147,41 +146,31 @@ def delete_records(admin, topic, offsets):
             f"DeleteRecords {tp} up to {offsets[tp.partition]}: {r}")
 
 
+def with_admin(broker, f):
+    admin = admin_for(broker)
+    try:
+        return f(admin)
+    finally:
+        admin.close()
+
+
 @pytest.mark.parametrize("codec", CODECS)
 def test_kafka_python_roundtrip(broker, codec):
     topic = f"kafka-python-{codec}"
     n, nparts = NUM_RECORDS, NUM_PARTITIONS
-    admin = admin_for(broker)
-    try:
-        create_topic(admin, topic, nparts)
-        base = base_timestamp_ms()
-        produce(broker.bootstrap, topic, codec, n, base, nparts)
+    with_admin(broker, lambda admin: create_topic(admin, topic, nparts))
+    base = base_timestamp_ms()
+    produce(broker.bootstrap, topic, codec, n, base, nparts)
 
-        recs, starts, ends = consume_all(broker.bootstrap, topic, nparts)
-        assert starts == {p: 0 for p in range(nparts)}, f"beginning offsets {starts}"
-        assert sum(ends.values()) == n, f"end offsets {ends} do not add up to {n}"
-        parts = verify_records(recs, n, nparts, base_ts=base)
-        check_list_offsets(broker.bootstrap, admin, topic, parts, nparts, {})
-
-        cut = pick_delete_offsets(parts)
-        delete_records(admin, topic, cut)
-        kept = {p: [r for r in rs if r.offset >= cut[p]] for p, rs in parts.items()}
-        recs2, starts2, _ = consume_all(broker.bootstrap, topic, nparts)
-        assert starts2 == cut, f"beginning offsets after DeleteRecords {starts2}, expected {cut}"
-        parts2 = verify_records(recs2, n, nparts, base_ts=base, start_offsets=cut,
-                                what="records after DeleteRecords")
-        same_records(kept, parts2, "records after DeleteRecords")
-    finally:
-        admin.close()
-
-    broker.restart()
-    recs3, starts3, ends3 = consume_all(broker.bootstrap, topic, nparts)
-    assert starts3 == cut, f"beginning offsets after restart {starts3}, expected {cut}"
-    assert ends3 == ends, f"end offsets after restart {ends3}, before {ends}"
-    parts3 = verify_records(recs3, n, nparts, base_ts=base, start_offsets=cut, what="records after restart")
-    same_records(kept, parts3, "records after restart")
-    admin = admin_for(broker)
-    try:
-        check_list_offsets(broker.bootstrap, admin, topic, parts3, nparts, cut)
-    finally:
-        admin.close()
+    recs, starts, ends = consume_all(broker.bootstrap, topic, nparts)
+    assert starts == {p: 0 for p in range(nparts)}, f"beginning offsets {starts}"
+    assert sum(ends.values()) == n, f"end offsets {ends} do not add up to {n}"
+    parts = verify_records(recs, n, nparts, base_ts=base)
+    with_admin(broker, lambda admin: check_list_offsets(broker.bootstrap, admin, topic, parts, nparts, {}))
+    check_delete_records_and_restart(
+        broker, n, nparts, parts,
+        read=lambda: consume_all(broker.bootstrap, topic, nparts),
+        delete_records=lambda cut: with_admin(broker, lambda admin: delete_records(admin, topic, cut)),
+        check_offsets=lambda got, cut: with_admin(
+            broker, lambda admin: check_list_offsets(broker.bootstrap, admin, topic, got, nparts, cut)),
+        base_ts=base, ends=ends)

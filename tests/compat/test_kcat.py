@@ -9,8 +9,8 @@ import time
 import pytest
 
 from checks import (
-    CODECS, NUM_PARTITIONS, NUM_RECORDS, Rec, expected_offset_for_time, key_for, pick_delete_offsets,
-    same_records, value_for, verify_records)
+    CODECS, NUM_PARTITIONS, NUM_RECORDS, check_delete_records_and_restart, expected_offset_for_time, key_for,
+    Rec, value_for, verify_records)
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 
@@ -141,22 +141,19 @@ def test_kcat_roundtrip(broker_factory, codec):
     assert consume(broker, topic, partition=nparts - 1) == parts.get(nparts - 1, [])
     check_offsets(broker, topic, parts, nparts, {})
 
-    # kcat has no DeleteRecords: use the confluent-kafka admin client for that step.
-    import confluent_kafka.admin as admin_mod
-    from confluent_kafka import TopicPartition
-    cut = pick_delete_offsets(parts)
-    admin = admin_mod.AdminClient({"bootstrap.servers": broker.bootstrap})
-    futs = admin.delete_records([TopicPartition(topic, p, o) for p, o in cut.items()], request_timeout=30)
-    for tp, f in futs.items():
-        r = f.result(timeout=30)
-        assert r.low_watermark == cut[tp.partition], f"DeleteRecords {tp}: low watermark {r.low_watermark}"
-    kept = {p: [r for r in rs if r.offset >= cut[p]] for p, rs in parts.items()}
-    parts2 = verify_records(consume(broker, topic), n, nparts, start_offsets=cut, what="kcat after DeleteRecords")
-    same_records(kept, parts2, "kcat after DeleteRecords")
-    check_offsets(broker, topic, parts2, nparts, cut)
+    def delete_records(cut):
+        # kcat has no DeleteRecords: use the confluent-kafka admin client for that step.
+        import confluent_kafka.admin as admin_mod
+        from confluent_kafka import TopicPartition
+        admin = admin_mod.AdminClient({"bootstrap.servers": broker.bootstrap})
+        futs = admin.delete_records([TopicPartition(topic, p, o) for p, o in cut.items()], request_timeout=30)
+        for tp, f in futs.items():
+            r = f.result(timeout=30)
+            assert r.low_watermark == cut[tp.partition], f"DeleteRecords {tp}: low watermark {r.low_watermark}"
 
-    broker.restart()
-    wait_topic(broker, topic, nparts)
-    parts3 = verify_records(consume(broker, topic), n, nparts, start_offsets=cut, what="kcat after restart")
-    same_records(kept, parts3, "kcat after restart")
-    check_offsets(broker, topic, parts3, nparts, cut)
+    check_delete_records_and_restart(
+        broker, n, nparts, parts,
+        read=lambda: (consume(broker, topic), None, None),
+        delete_records=delete_records,
+        check_offsets=lambda got, cut: check_offsets(broker, topic, got, nparts, cut),
+        after_restart=lambda: wait_topic(broker, topic, nparts))

@@ -3,8 +3,7 @@ time- and size-based retention removing whole old segments (confluent-kafka)."""
 
 import time
 
-import confluent_kafka as ck
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import OffsetSpec
 
 from checks import Deadline, base_timestamp_ms, expected_offset_for_time, same_records, verify_records

@@ -3,8 +3,6 @@ kcat/librdkafka 2.0 use ListOffsets v2)."""
 
 import struct
 
-import pytest
-
 import wire
 from wire import _compact_string, _uvarint
 
