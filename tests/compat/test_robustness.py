@@ -67,21 +67,27 @@ def abuse_huge_length(broker, rng, size=None):
         return f"length {size}: closed"
 
 
+def reply_outcome(s, corr, what, timeout):
+    """What the broker did with a request we sent: closed the connection, said nothing, or
+    answered it (then with our correlation id)."""
+    try:
+        s.settimeout(timeout)
+        body = wire.recv_frame(s)
+    except (wire.ConnectionClosed, ConnectionResetError):
+        return f"{what}: closed"
+    except socket.timeout:
+        return f"{what}: no answer"
+    (rcorr,) = struct.unpack_from(">i", body, 0)
+    assert rcorr == corr, f"reply to {what} has correlation id {rcorr}, sent {corr}"
+    return f"{what}: answered {len(body)}B"
+
+
 def abuse_unknown_api_key(broker, rng):
     api_key = rng.choice([999, 4242, 32767, -5])
     corr = rng.randint(1, 1 << 30)
     with wire.connect(broker.host, broker.port) as s:
         s.sendall(wire.frame(wire.request_header(api_key, 0, corr) + rng.randbytes(rng.randint(0, 64))))
-        try:
-            s.settimeout(CLOSE_TIMEOUT)
-            body = wire.recv_frame(s)
-        except (wire.ConnectionClosed, ConnectionResetError):
-            return f"api key {api_key}: closed"
-        except socket.timeout:
-            return f"api key {api_key}: no answer"
-        (rcorr,) = struct.unpack_from(">i", body, 0)
-        assert rcorr == corr, f"reply to unknown api key {api_key} has correlation id {rcorr}, sent {corr}"
-        return f"api key {api_key}: answered {len(body)}B"
+        return reply_outcome(s, corr, f"api key {api_key}", CLOSE_TIMEOUT)
 
 
 def check_unsupported_api_versions(broker, version, corr):
@@ -138,16 +144,7 @@ def abuse_fuzzed_body(broker, rng, advertised=None, sent_log=None):
             s.sendall(data)
         except OSError:
             return "reset on send"
-        try:
-            s.settimeout(5.0)
-            resp = wire.recv_frame(s)
-        except (wire.ConnectionClosed, ConnectionResetError):
-            return f"fuzz {key}v{version}: closed"
-        except socket.timeout:
-            return f"fuzz {key}v{version}: no answer"
-        (rcorr,) = struct.unpack_from(">i", resp, 0)
-        assert rcorr == corr, f"reply to fuzzed api {key} v{version} has correlation id {rcorr}, sent {corr}"
-        return f"fuzz {key}v{version}: answered"
+        return reply_outcome(s, corr, f"fuzz {key}v{version}", 5.0)
 
 
 def advertised_versions(broker):
