@@ -213,11 +213,7 @@ fn rebalance_timeout_kicks_a_member_that_does_not_rejoin() {
 #[test]
 fn follower_that_never_syncs_is_removed_after_the_rebalance_timeout() {
     let mut c = coordinator(config());
-    assert_eq!(c.join_group(join_req(3, "g", "", None), 1, T0), vec![]);
-    assert_eq!(c.join_group(join_req(3, "g", "", None), 2, T0), vec![]);
-    let cmds = tick_all(&mut c, T0);
-    let a = join_resp(&cmds[0]).1.member_id.clone();
-    let b = join_resp(&cmds[1]).1.member_id.clone();
+    let (a, b) = two_members_joined(&mut c, None);
     let cmds = c.sync_group(sync_req("g", &a, 1, vec![(a.clone(), Bytes::from_static(b"x"))]), 3, T0 + 1);
     let cmds = c.append_completed(append_token(&cmds), Ok(()), T0 + 2);
     assert_eq!(cmds.len(), 1);
@@ -235,13 +231,22 @@ fn follower_that_never_syncs_is_removed_after_the_rebalance_timeout() {
     );
 }
 
+/// Two members that joined group "g" together (replies 1 and 2) and got generation 1, as
+/// static members with these instance ids (JoinGroup v5) or dynamic ones (v3).
+fn two_members_joined(c: &mut GroupCoordinator, instance_ids: Option<(&str, &str)>) -> (String, String) {
+    let (version, ia, ib) = match instance_ids {
+        Some((ia, ib)) => (5, Some(ia), Some(ib)),
+        None => (3, None, None),
+    };
+    assert_eq!(c.join_group(join_req(version, "g", "", ia), 1, T0), vec![]);
+    assert_eq!(c.join_group(join_req(version, "g", "", ib), 2, T0), vec![]);
+    let cmds = tick_all(c, T0);
+    (join_resp(&cmds[0]).1.member_id.clone(), join_resp(&cmds[1]).1.member_id.clone())
+}
+
 /// Two static members (instance ids "ia", "ib") in a Stable group via JoinGroup v5.
 fn static_group(c: &mut GroupCoordinator) -> (String, String, Bytes, Bytes) {
-    assert_eq!(c.join_group(join_req(5, "g", "", Some("ia")), 1, T0), vec![]);
-    assert_eq!(c.join_group(join_req(5, "g", "", Some("ib")), 2, T0), vec![]);
-    let cmds = tick_all(c, T0);
-    let a = join_resp(&cmds[0]).1.member_id.clone();
-    let b = join_resp(&cmds[1]).1.member_id.clone();
+    let (a, b) = two_members_joined(c, Some(("ia", "ib")));
     assert!(a.starts_with("ia-") && b.starts_with("ib-"));
     let (xa, xb) = (Bytes::from_static(b"assign-a"), Bytes::from_static(b"assign-b"));
     assert_eq!(c.sync_group(sync_req("g", &b, 1, vec![]), 4, T0), vec![]);
@@ -424,11 +429,7 @@ fn leave_group_batched_by_member_and_instance_id() {
 #[test]
 fn leader_leaving_during_completing_rebalance_answers_waiting_syncs() {
     let mut c = coordinator(config());
-    assert_eq!(c.join_group(join_req(3, "g", "", None), 1, T0), vec![]);
-    assert_eq!(c.join_group(join_req(3, "g", "", None), 2, T0), vec![]);
-    let cmds = tick_all(&mut c, T0);
-    let a = join_resp(&cmds[0]).1.member_id.clone();
-    let b = join_resp(&cmds[1]).1.member_id.clone();
+    let (a, b) = two_members_joined(&mut c, None);
     assert_eq!(c.sync_group(sync_req("g", &b, 1, vec![]), 3, T0), vec![]);
     let leave = LeaveGroupRequest {
         group_id: "g".into(),
