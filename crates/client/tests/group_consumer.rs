@@ -2,23 +2,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::consumers::{produce, Running, Watch, DEADLINE};
 use common::FakeBroker;
 use tern_client::group::{CooperativeStickyAssignor, RangeAssignor};
-use tern_client::{
-    Admin, GroupConsumer, GroupConsumerConfig, OffsetSpec, Producer, ProducerConfig, ProducerRecord, RebalanceEvent,
-    TopicPartition,
-};
+use tern_client::{Admin, GroupConsumer, GroupConsumerConfig, OffsetSpec, RebalanceEvent, TopicPartition};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-/// Upper bound for any wait; only reached when something hangs.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 fn config(addr: &str, group: &str) -> GroupConsumerConfig {
     let mut c = GroupConsumerConfig::new(addr, group);
@@ -30,107 +23,6 @@ fn config(addr: &str, group: &str) -> GroupConsumerConfig {
     c.auto_commit_interval = Duration::from_millis(200);
     c.retry_backoff = Duration::from_millis(20);
     c
-}
-
-async fn produce(addr: &str, topic: &str, partitions: i32, per_partition: usize) {
-    let producer = Producer::new(ProducerConfig {
-        bootstrap: addr.to_owned(),
-        linger: Duration::from_millis(1),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    for p in 0..partitions {
-        for n in 0..per_partition {
-            drop(producer.send(ProducerRecord::new(topic, Bytes::from(format!("{p}-{n}"))).with_partition(p)));
-        }
-    }
-    producer.flush().await.unwrap();
-    producer.close().await.unwrap();
-}
-
-/// What a running consumer reports after every poll.
-struct Report {
-    tag: &'static str,
-    assignment: Vec<TopicPartition>,
-    records: Vec<(i32, i64)>,
-}
-
-/// A consumer polling on its own task until stopped; returns the consumer.
-struct Running {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<GroupConsumer>,
-}
-
-impl Running {
-    async fn stop(self) -> GroupConsumer {
-        self.stop.store(true, Ordering::SeqCst);
-        tokio::time::timeout(DEADLINE, self.handle).await.expect("consumer task stops").unwrap()
-    }
-}
-
-fn run(mut c: GroupConsumer, tag: &'static str, tx: mpsc::UnboundedSender<Report>) -> Running {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let handle = tokio::spawn(async move {
-        while !flag.load(Ordering::SeqCst) {
-            let records = c.poll().await.unwrap_or_else(|e| panic!("{tag}: poll failed: {e}"));
-            let records = records.iter().map(|r| (r.partition, r.offset)).collect();
-            let _ = tx.send(Report { tag, assignment: c.assignment(), records });
-        }
-        c
-    });
-    Running { stop, handle }
-}
-
-/// Follows the reports of several consumers: their latest assignments and every record seen.
-struct Watch {
-    rx: mpsc::UnboundedReceiver<Report>,
-    assignments: BTreeMap<&'static str, Vec<TopicPartition>>,
-    records: Vec<(i32, i64)>,
-    /// Checked on every report: no partition owned by two members at once.
-    exclusive: bool,
-    /// Consumers that stopped; their queued reports are ignored.
-    gone: Vec<&'static str>,
-}
-
-impl Watch {
-    fn new(rx: mpsc::UnboundedReceiver<Report>, exclusive: bool) -> Self {
-        Watch { rx, assignments: BTreeMap::new(), records: Vec::new(), exclusive, gone: Vec::new() }
-    }
-
-    async fn until(&mut self, what: &str, mut done: impl FnMut(&Watch) -> bool) {
-        let wait = async {
-            while !done(self) {
-                let r = self.rx.recv().await.expect("reports");
-                self.records.extend(r.records);
-                if self.gone.contains(&r.tag) {
-                    continue;
-                }
-                self.assignments.insert(r.tag, r.assignment);
-                if self.exclusive {
-                    let mut owners: HashMap<&TopicPartition, &str> = HashMap::new();
-                    for (tag, parts) in &self.assignments {
-                        for tp in parts {
-                            if let Some(other) = owners.insert(tp, tag) {
-                                panic!("{tp} owned by {other} and {tag} at once: {:?}", self.assignments);
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(DEADLINE, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-    }
-
-    fn forget(&mut self, tag: &'static str) {
-        self.gone.push(tag);
-        self.assignments.remove(tag);
-    }
-
-    fn sizes(&self) -> Vec<usize> {
-        self.assignments.values().map(Vec::len).collect()
-    }
 }
 
 fn all(topic: &str, n: i32) -> BTreeSet<TopicPartition> {
@@ -150,12 +42,12 @@ async fn members_split_partitions_and_take_over_from_committed_offsets() {
     let mut c1 = GroupConsumer::new(config(&addr, "g1")).await.unwrap();
     c1.subscribe(["events"]);
     let mut events1 = c1.rebalance_events();
-    let r1 = run(c1, "c1", tx.clone());
+    let r1 = Running::start(c1, "c1", tx.clone());
     watch.until("c1 owns everything", |w| w.sizes() == vec![6]).await;
 
     let mut c2 = GroupConsumer::new(config(&addr, "g1")).await.unwrap();
     c2.subscribe(["events"]);
-    let r2 = run(c2, "c2", tx.clone());
+    let r2 = Running::start(c2, "c2", tx.clone());
     watch.until("both own three", |w| w.sizes() == vec![3, 3]).await;
     let union: BTreeSet<&TopicPartition> = watch.assignments.values().flatten().collect();
     assert_eq!(union.len(), 6);
@@ -217,20 +109,20 @@ async fn cooperative_members_never_own_a_partition_twice() {
     assert!(c1.is_cooperative());
     c1.subscribe(["coop"]);
     let mut events1 = c1.rebalance_events();
-    let r1 = run(c1, "c1", tx.clone());
+    let r1 = Running::start(c1, "c1", tx.clone());
     watch.until("c1 owns everything", |w| w.sizes() == vec![6]).await;
     let before: BTreeSet<TopicPartition> = watch.assignments["c1"].iter().cloned().collect();
 
     let mut c2 = GroupConsumer::new(cooperative("c2".into())).await.unwrap();
     c2.subscribe(["coop"]);
-    let r2 = run(c2, "c2", tx.clone());
+    let r2 = Running::start(c2, "c2", tx.clone());
     watch.until("three each", |w| w.sizes() == vec![3, 3]).await;
     // Sticky: c1 kept half of what it had, and was never left with nothing.
     assert!(watch.assignments["c1"].iter().all(|tp| before.contains(tp)));
 
     let mut c3 = GroupConsumer::new(cooperative("c3".into())).await.unwrap();
     c3.subscribe(["coop"]);
-    let r3 = run(c3, "c3", tx.clone());
+    let r3 = Running::start(c3, "c3", tx.clone());
     watch.until("two each", |w| w.sizes() == vec![2, 2, 2]).await;
     watch.until("all records", |w| w.records.len() >= 120).await;
 

@@ -3,32 +3,19 @@
 //! --group` and `tern group ...` as subprocesses. Every wait is bounded; no timing assertions.
 
 mod common;
+#[path = "../../client/tests/common/consumers.rs"]
+mod consumers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{finish, reader_thread, wait_bounded, Broker, BIN};
+use consumers::{bounded, produce, Running, Watch, DEADLINE};
 use tern_client::group::CooperativeStickyAssignor;
-use tern_client::{
-    Admin, GroupConsumer, GroupConsumerConfig, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
-};
+use tern_client::{Admin, GroupConsumer, GroupConsumerConfig, OffsetSpec, TopicPartition};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-/// Upper bound for any one wait; only reached when something hangs.
-const DEADLINE: Duration = Duration::from_secs(120);
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(DEADLINE, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not finish within {DEADLINE:?}"),
-    }
-}
 
 fn config(addr: &str, group: &str) -> GroupConsumerConfig {
     let mut c = GroupConsumerConfig::new(addr, group);
@@ -46,119 +33,6 @@ async fn create_topic(admin: &Admin, topic: &str, partitions: i32) {
     bounded("create_topic", admin.create_topic(topic, partitions, 1, &HashMap::new(), false))
         .await
         .unwrap_or_else(|e| panic!("create {topic}: {e}"));
-}
-
-/// Produces `per_partition` records to each of `partitions` partitions.
-async fn produce(addr: &str, topic: &str, partitions: i32, per_partition: usize) {
-    let producer = bounded(
-        "Producer::new",
-        Producer::new(ProducerConfig {
-            bootstrap: addr.to_owned(),
-            linger: Duration::from_millis(2),
-            ..Default::default()
-        }),
-    )
-    .await
-    .expect("producer");
-    let mut futures = Vec::new();
-    for p in 0..partitions {
-        for n in 0..per_partition {
-            futures.push(producer.send(ProducerRecord::new(topic, Bytes::from(format!("{p}-{n}"))).with_partition(p)));
-        }
-    }
-    bounded("flush", producer.flush()).await.expect("flush");
-    for f in futures {
-        bounded("delivery", f).await.expect("delivered");
-    }
-    bounded("close", producer.close()).await.expect("close");
-}
-
-/// What a running consumer reports after every poll.
-struct Report {
-    tag: &'static str,
-    assignment: Vec<TopicPartition>,
-    records: Vec<(i32, i64)>,
-}
-
-/// A consumer polling on its own task until stopped.
-struct Running {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<GroupConsumer>,
-}
-
-impl Running {
-    fn start(mut c: GroupConsumer, tag: &'static str, tx: mpsc::UnboundedSender<Report>) -> Running {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = tokio::spawn(async move {
-            while !flag.load(Ordering::SeqCst) {
-                let records = c.poll().await.unwrap_or_else(|e| panic!("{tag}: poll failed: {e}"));
-                let records = records.iter().map(|r| (r.partition, r.offset)).collect();
-                let _ = tx.send(Report { tag, assignment: c.assignment(), records });
-            }
-            c
-        });
-        Running { stop, handle }
-    }
-
-    async fn stop(self) -> GroupConsumer {
-        self.stop.store(true, Ordering::SeqCst);
-        bounded("consumer task", self.handle).await.expect("consumer task")
-    }
-}
-
-/// The latest assignment of each running consumer and every record they returned.
-struct Watch {
-    rx: mpsc::UnboundedReceiver<Report>,
-    assignments: BTreeMap<&'static str, Vec<TopicPartition>>,
-    records: Vec<(i32, i64)>,
-    /// Check on every report that no partition is owned by two members. Only meaningful under
-    /// the cooperative protocol: an eager member can give up and regain partitions in one poll.
-    exclusive: bool,
-    gone: Vec<&'static str>,
-}
-
-impl Watch {
-    fn new(rx: mpsc::UnboundedReceiver<Report>, exclusive: bool) -> Self {
-        Watch { rx, assignments: BTreeMap::new(), records: Vec::new(), exclusive, gone: Vec::new() }
-    }
-
-    async fn until(&mut self, what: &str, mut done: impl FnMut(&Watch) -> bool) {
-        bounded(what, async {
-            while !done(self) {
-                let r = self.rx.recv().await.expect("reports");
-                self.records.extend(r.records);
-                if self.gone.contains(&r.tag) {
-                    continue;
-                }
-                self.assignments.insert(r.tag, r.assignment);
-                if self.exclusive {
-                    let mut owners: HashMap<&TopicPartition, &str> = HashMap::new();
-                    for (tag, parts) in &self.assignments {
-                        for tp in parts {
-                            if let Some(other) = owners.insert(tp, tag) {
-                                panic!("{tp} owned by {other} and {tag} at once: {:?}", self.assignments);
-                            }
-                        }
-                    }
-                }
-            }
-        })
-        .await;
-    }
-
-    fn forget(&mut self, tag: &'static str) {
-        self.gone.push(tag);
-        self.assignments.remove(tag);
-    }
-
-    fn sizes(&self) -> Vec<usize> {
-        self.assignments.values().map(Vec::len).collect()
-    }
-
-    fn distinct(&self) -> usize {
-        self.records.iter().collect::<BTreeSet<_>>().len()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
