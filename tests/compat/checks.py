@@ -156,6 +156,16 @@ def same_records(a_parts, b_parts, what):
         raise AssertionError(f"{what}:\n  " + "\n  ".join(problems))
 
 
+def read_back_everything(read, n, nparts, base_ts=None):
+    """The first read of a freshly produced topic: it starts at offset 0 everywhere, the high
+    watermarks add up to `n` and every record is there (see verify_records). Returns the records
+    by partition and the high watermarks."""
+    recs, starts, ends = read()
+    assert starts == {p: 0 for p in range(nparts)}, f"low watermarks {starts}"
+    assert sum(ends.values()) == n, f"high watermarks {ends} do not add up to {n}"
+    return verify_records(recs, n, nparts, base_ts=base_ts), ends
+
+
 def check_delete_records_and_restart(broker, n, nparts, parts, read, delete_records, check_offsets, base_ts=None,
                                      ends=None, after_restart=None):
     """The second half of every client's round trip: DeleteRecords up to a third of each

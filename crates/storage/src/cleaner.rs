@@ -341,17 +341,8 @@ impl Log {
             state.next_horizon = pass.next_horizon;
         }
         drop(w);
-        let stats = pass.stats;
-        tracing::debug!(
-            dir = %self.dir.display(),
-            first_dirty = stats.first_dirty_offset,
-            end = stats.end_offset,
-            removed = stats.records_removed,
-            bytes_read = stats.bytes_read,
-            bytes_written = stats.bytes_written,
-            "cleaned log"
-        );
-        Ok(Some(stats))
+        // The caller reports the pass (the broker logs it with topic and partition).
+        Ok(Some(pass.stats))
     }
 
     /// The cleaner's first dirty offset: records below it have been compacted.
