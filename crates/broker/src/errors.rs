@@ -14,7 +14,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::DuplicateSequence(_) => ResponseError::DuplicateSequenceNumber,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        StorageError::Io { .. } => ResponseError::KafkaStorageError,
+        StorageError::Io { .. } | StorageError::Offline { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::UnknownServerError,
     }
 }

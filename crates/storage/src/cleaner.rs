@@ -257,6 +257,7 @@ impl Log {
             return Ok(None);
         }
         let mut state = lock(&self.cleaner);
+        self.check_online()?;
         if let Some((base, end)) = state.pending {
             let _w = lock(&self.writer);
             finish_swap(&self.dir, base, end, None).map_err(|e| io_err(&self.dir, e))?;

@@ -27,6 +27,11 @@ impl EpochCache {
         EpochCache { path, entries }
     }
 
+    /// An empty cache that was never loaded (for a log that is offline).
+    pub fn empty(dir: &Path) -> EpochCache {
+        EpochCache { path: dir.join(FILE_NAME), entries: Vec::new() }
+    }
+
     pub fn entries(&self) -> &[(i32, i64)] {
         &self.entries
     }

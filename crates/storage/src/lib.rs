@@ -144,6 +144,10 @@ pub enum StorageError {
     /// Offset outside [log start offset, log end offset] (OFFSET_OUT_OF_RANGE).
     #[error("offset {offset} out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    /// The log is offline: a write or fsync failed (the page cache can no longer be trusted), its
+    /// files could not be opened as they are, or it was deleted (KAFKA_STORAGE_ERROR).
+    #[error("partition log {dir} is offline: {reason}")]
+    Offline { dir: PathBuf, reason: String },
     /// Filesystem failure (KAFKA_STORAGE_ERROR).
     #[error("i/o error on {path}: {source}")]
     Io {

@@ -57,6 +57,12 @@ pub struct Log {
     /// Held for a whole cleaning pass, so passes never overlap. Taken before `writer`, never
     /// while holding it.
     pub(crate) cleaner: Mutex<CleanerState>,
+    /// Why the log is offline, if it is: every operation then fails with
+    /// [`StorageError::Offline`]. Set once, never cleared (a restart reopens the log).
+    offline: RwLock<Option<String>>,
+    /// The largest producer id seen in this log's batches (-1: none), so that ids stay unique
+    /// even if the broker's own record of issued ids is lost.
+    pub(crate) max_producer_id: AtomicI64,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,6 +173,7 @@ impl Log {
                 true
             })
             .map_err(|e| io_err(&active.log_path, e))?;
+        let max_producer_id = producers.max_producer_id();
         Ok(Log {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer { last_flush_ms: now_ms, producers, ..Writer::default() }),
@@ -179,7 +186,68 @@ impl Log {
             hw: AtomicI64::new(leo),
             first_dirty: AtomicI64::new(first_dirty),
             cleaner: Mutex::new(CleanerState::load(dir)),
+            offline: RwLock::new(None),
+            max_producer_id: AtomicI64::new(max_producer_id),
         })
+    }
+
+    /// A log that could not be opened (`reason` says why and names the file): it holds no
+    /// segments and answers every operation with [`StorageError::Offline`], so the broker can
+    /// serve its other partitions while this one waits for an operator.
+    pub fn offline(dir: &Path, config: LogConfig, reason: String) -> Log {
+        Log {
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(Writer::default()),
+            segments: RwLock::new(Arc::new(Vec::new())),
+            config: RwLock::new(config),
+            epochs: Mutex::new(EpochCache::empty(dir)),
+            log_start: AtomicI64::new(0),
+            leo: AtomicI64::new(0),
+            hw: AtomicI64::new(0),
+            first_dirty: AtomicI64::new(0),
+            cleaner: Mutex::new(CleanerState::default()),
+            offline: RwLock::new(Some(reason)),
+            max_producer_id: AtomicI64::new(-1),
+        }
+    }
+
+    /// Why the log is offline, `None` while it serves.
+    pub fn offline_reason(&self) -> Option<String> {
+        self.offline.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Takes the log offline for good (until the process restarts): logged at ERROR once.
+    pub fn take_offline(&self, reason: &str) {
+        let mut offline = self.offline.write().unwrap_or_else(|e| e.into_inner());
+        if offline.is_none() {
+            tracing::error!(dir = %self.dir.display(), reason, "partition log taken offline");
+            *offline = Some(reason.to_string());
+        }
+    }
+
+    /// Fails with [`StorageError::Offline`] if the log is offline.
+    pub(crate) fn check_online(&self) -> Result<()> {
+        match &*self.offline.read().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(reason) => Err(StorageError::Offline { dir: self.dir.clone(), reason: reason.clone() }),
+        }
+    }
+
+    /// Marks the log deleted under its writer lock: no append, read or cleaning pass starts
+    /// after this returns, and one in progress has finished. The caller then moves the
+    /// directory away.
+    pub fn mark_deleted(&self) {
+        let _cleaner = lock(&self.cleaner);
+        let _w = lock(&self.writer);
+        let mut offline = self.offline.write().unwrap_or_else(|e| e.into_inner());
+        if offline.is_none() {
+            *offline = Some("deleted".to_string());
+        }
+    }
+
+    /// The largest producer id in this log's batches, -1 if none.
+    pub fn max_producer_id(&self) -> i64 {
+        self.max_producer_id.load(Ordering::Acquire)
     }
 
     /// Validates (CRC-32C, framing, size) and appends one or more v2 record batches,
@@ -188,6 +256,7 @@ impl Log {
     pub fn append(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
         let cfg = self.config();
         let mut guard = lock(&self.writer);
+        self.check_online()?;
         let w = &mut *guard;
         batch::validate_input(batches, cfg.max_message_bytes, cfg.cleanup_policy.compact, &mut w.valid)?;
         if w.closed {
@@ -234,6 +303,7 @@ impl Log {
         self.hw.store(next, Ordering::Release);
         for (_, h) in &w.placed {
             w.producers.record(h);
+            self.max_producer_id.fetch_max(h.producer_id, Ordering::AcqRel);
         }
         lock(&self.epochs).assign(leader_epoch, base_offset)?;
         w.unflushed += next - base_offset;
@@ -277,6 +347,7 @@ impl Log {
     /// Reads whole batches starting at the one containing `offset`, up to `max_bytes`
     /// (at least one batch if `min_one` even if larger), not beyond `max_offset` (exclusive).
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one: bool) -> Result<ReadResult> {
+        self.check_online()?;
         let leo = self.log_end_offset();
         let hw = self.high_watermark();
         let segs = self.snapshot();
@@ -458,6 +529,7 @@ impl Log {
     /// fsyncs the log and its indexes.
     pub fn flush(&self) -> Result<()> {
         let mut w = lock(&self.writer);
+        self.check_online()?;
         let now = w.last_flush_ms;
         self.flush_locked(&mut w, now)
     }
@@ -466,6 +538,7 @@ impl Log {
     pub fn maybe_flush(&self, now_ms: i64) -> Result<()> {
         let flush_ms = self.config().flush_ms;
         let mut w = lock(&self.writer);
+        self.check_online()?;
         if w.unflushed > 0 && now_ms.saturating_sub(w.last_flush_ms) >= flush_ms {
             self.flush_locked(&mut w, now_ms)?;
         }
@@ -476,6 +549,8 @@ impl Log {
     /// skips recovery.
     pub fn close(&self) -> Result<()> {
         let mut w = lock(&self.writer);
+        // An offline log is left as it is: no clean-shutdown marker, so the next open recovers.
+        self.check_online()?;
         let active = self.active();
         active.file.sync_data().map_err(|e| io_err(&active.log_path, e))?;
         active.persist_indexes(true, true).map_err(|e| io_err(&active.log_path, e))?;

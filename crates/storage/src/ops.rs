@@ -12,6 +12,7 @@ impl Log {
     /// ListOffsets by timestamp: the earliest offset at or after the log start whose record
     /// timestamp is >= `ts`, with that record's timestamp. `None` if no record is that recent.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        self.check_online()?;
         let segs = self.snapshot();
         let log_start = self.log_start_offset();
         for seg in segs.iter() {
@@ -52,6 +53,7 @@ impl Log {
     /// persists it and deletes segments wholly below it. Returns the new log start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
         let mut w = lock(&self.writer);
+        self.check_online()?;
         let hw = self.high_watermark();
         let offset = if offset == -1 { hw } else { offset };
         let log_start = self.log_start_offset();
@@ -77,6 +79,7 @@ impl Log {
             return Ok(0);
         }
         let mut w = lock(&self.writer);
+        self.check_online()?;
         let mut deleted = 0;
         if cfg.retention_ms >= 0 {
             let n = self.count_deletable(|seg, _| now_ms.saturating_sub(seg.retention_timestamp()) > cfg.retention_ms);
@@ -151,6 +154,7 @@ impl Log {
     pub fn truncate_to(&self, offset: i64) -> Result<()> {
         let cfg = self.config();
         let mut w = lock(&self.writer);
+        self.check_online()?;
         if offset >= self.log_end_offset() {
             return Ok(());
         }

@@ -113,6 +113,11 @@ impl ProducerStates {
         });
     }
 
+    /// The largest producer id recorded, -1 if none.
+    pub(crate) fn max_producer_id(&self) -> i64 {
+        self.producers.keys().copied().max().unwrap_or(-1)
+    }
+
     /// Forgets everything (after a truncation the cached offsets may be gone).
     pub(crate) fn clear(&mut self) {
         self.producers.clear();
