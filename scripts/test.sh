@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need (idempotently), builds the
-# broker, runs the Rust test suite and the Python client-compatibility suite (tests/compat).
+# broker, runs the Rust test suite, the Python client-compatibility suite (tests/compat) and
+# the fault-injection suite (tests/faults).
 #
 #   scripts/test.sh                 # everything
 #   PYTEST_ARGS="-k kcat" scripts/test.sh   # extra pytest arguments
-#   SKIP_RUST_TESTS=1 scripts/test.sh        # only build + tests/compat
+#   SKIP_RUST_TESTS=1 scripts/test.sh        # only build + the Python suites
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,8 +87,8 @@ if [ "${SKIP_RUST_TESTS:-0}" != "1" ]; then
 fi
 
 # ---------------------------------------------------------------- client compatibility
-log "python3 -m pytest -q tests/compat  (TERN_BIN=$TERN_BIN)"
+log "python3 -m pytest -q tests/compat tests/faults  (TERN_BIN=$TERN_BIN)"
 # Every test is bounded (client calls carry their own timeouts); pytest-timeout (per test) and
 # timeout(1) (whole suite) are backstops.
 # shellcheck disable=SC2086
-timeout --kill-after=60 1200 python3 -m pytest -q --timeout=300 -rfE tests/compat ${PYTEST_ARGS:-}
+timeout --kill-after=60 1200 python3 -m pytest -q --timeout=300 -rfE tests/compat tests/faults ${PYTEST_ARGS:-}

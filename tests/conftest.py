@@ -1,4 +1,5 @@
-"""Shared fixtures for the Tern client-compatibility suite.
+"""Shared harness of the Tern test suites (``tests/compat``: real clients;
+``tests/faults``: fault injection).
 
 Every test runs against the real ``tern`` binary (``$TERN_BIN`` or
 ``<target dir>/release/tern``), started on a free loopback port with a fresh
@@ -16,8 +17,9 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-sys.path.insert(0, str(HERE))
+REPO = HERE.parent
+# The helper modules (wire, checks, partitioning, ...) live beside the compat tests.
+sys.path.insert(0, str(HERE / "compat"))
 
 import wire  # noqa: E402
 
