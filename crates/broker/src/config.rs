@@ -104,6 +104,7 @@ pub const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("log.cleaner.backoff.ms", "15000"),
     ("log.cleaner.dedupe.buffer.size", "134217728"),
     ("queued.max.requests", "500"),
+    ("producer.id.expiration.ms", "86400000"),
     // Group coordinator and `__consumer_offsets`.
     ("offsets.topic.num.partitions", "50"),
     ("offsets.topic.segment.bytes", "104857600"),
@@ -332,9 +333,20 @@ impl BrokerConfig {
                     config.message_timestamp_type =
                         if v == "LogAppendTime" { TimestampType::LogAppendTime } else { TimestampType::CreateTime }
                 }
+                "message.timestamp.before.max.ms" => {
+                    config.message_timestamp_before_max_ms = num().unwrap_or(config.message_timestamp_before_max_ms)
+                }
+                "message.timestamp.after.max.ms" => {
+                    config.message_timestamp_after_max_ms = num().unwrap_or(config.message_timestamp_after_max_ms)
+                }
+                "preallocate" => config.preallocate = v.eq_ignore_ascii_case("true"),
+                "segment.jitter.ms" => config.segment_jitter_ms = num().unwrap_or(config.segment_jitter_ms),
+                "file.delete.delay.ms" => config.file_delete_delay_ms = num().unwrap_or(config.file_delete_delay_ms),
                 _ => {}
             }
         }
+        config.producer_id_expiration_ms =
+            self.get_i64("producer.id.expiration.ms").unwrap_or(config.producer_id_expiration_ms);
         config
     }
 }

@@ -92,6 +92,21 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     /// `max.compaction.lag.ms`: dirty records older than this force a cleaning.
     pub max_compaction_lag_ms: i64,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime record may be.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
+    pub message_timestamp_after_max_ms: i64,
+    /// `preallocate`: new segment files are allocated at `segment.bytes` up front.
+    pub preallocate: bool,
+    /// `segment.jitter.ms`: the most a segment's time-based roll is brought forward, so that
+    /// partitions created together do not all roll at once.
+    pub segment_jitter_ms: i64,
+    /// `file.delete.delay.ms`: how long files removed from the log stay on disk (renamed
+    /// `.deleted`) before they are deleted, so readers still holding them finish.
+    pub file_delete_delay_ms: i64,
+    /// `producer.id.expiration.ms` (a broker setting): producer state is forgotten this long
+    /// after the producer's last write.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -112,6 +127,12 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: i64::MAX,
+            preallocate: false,
+            segment_jitter_ms: 0,
+            file_delete_delay_ms: 60_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
