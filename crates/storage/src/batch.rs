@@ -116,22 +116,6 @@ pub(crate) fn crc_ok(batch: &[u8]) -> bool {
     batch.len() >= HEADER_SIZE && be_u32(batch, CRC) == crc32c::crc32c(&batch[ATTRIBUTES..])
 }
 
-/// Validates a batch as stored on disk during recovery: framing, magic, CRC and a base offset of
-/// at least `min_offset` (one past the previous batch's last offset). Offsets only have to
-/// increase, not be contiguous, because compaction leaves gaps between batches. This does not
-/// weaken torn-tail detection: everything but the base offset, length and leader epoch is under
-/// the CRC, and a torn write leaves zeroes (or stale bytes in the same block as CRC-covered ones),
-/// which either fail the CRC or make the base offset fall below `min_offset`.
-pub(crate) fn stored_batch_ok(batch: &[u8], h: &BatchHeader, min_offset: i64) -> bool {
-    h.size >= HEADER_SIZE
-        && h.size == batch.len()
-        && h.magic == 2
-        && h.base_offset >= min_offset
-        && h.last_offset_delta >= 0
-        && h.record_count >= 0
-        && crc_ok(batch)
-}
-
 /// What validation learned about one input batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ValidBatch {

@@ -19,10 +19,13 @@ mod index;
 mod log;
 mod ops;
 mod producers;
+mod recovery;
+mod refusals;
 mod segment;
 
 pub use crate::cleaner::{CleanStats, CleanerOptions, CrashPoint};
 pub use crate::log::Log;
+pub use crate::recovery::OnDamage;
 
 /// How record timestamps are assigned (`message.timestamp.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +110,10 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms` (a broker setting): producer state is forgotten this long
     /// after the producer's last write.
     pub producer_id_expiration_ms: i64,
+    /// The most idempotent producers whose state a partition keeps (the least recently active
+    /// are forgotten first). Kafka has no such bound; a client that keeps asking for new
+    /// producer ids could otherwise grow the broker's memory without limit.
+    pub max_producer_entries: usize,
 }
 
 impl Default for LogConfig {
@@ -133,6 +140,7 @@ impl Default for LogConfig {
             segment_jitter_ms: 0,
             file_delete_delay_ms: 60_000,
             producer_id_expiration_ms: 86_400_000,
+            max_producer_entries: 100_000,
         }
     }
 }
@@ -165,6 +173,11 @@ pub enum StorageError {
     /// Offset outside [log start offset, log end offset] (OFFSET_OUT_OF_RANGE).
     #[error("offset {offset} out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    /// Stored data that is not what the log wrote there (a damaged batch, index entry or file,
+    /// or a checkpoint that contradicts the segments). Reads and opens refuse it rather than
+    /// skip or delete it (CORRUPT_MESSAGE for a read; the partition stays offline at open).
+    #[error("{path}: {detail} at byte {position}")]
+    Damaged { path: PathBuf, position: u64, detail: String },
     /// The log is offline: a write or fsync failed (the page cache can no longer be trusted), its
     /// files could not be opened as they are, or it was deleted (KAFKA_STORAGE_ERROR).
     #[error("partition log {dir} is offline: {reason}")]

@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, ValidBatch};
-use crate::cleaner::{self, CleanerState};
+use crate::cleaner::CleanerState;
 use crate::epoch::EpochCache;
-use crate::producers::{ProducerStates, SequenceCheck};
-use crate::segment::{self, Segment};
+use crate::producers::{self, ProducerStates, SequenceCheck};
+use crate::refusals::Refusals;
+use crate::segment::{self, Damage, Located, Segment};
 use crate::{io_err, AppendInfo, LogConfig, ReadResult, Result, StorageError, TimestampType};
 
 /// Present only while the log is cleanly closed; open removes it, so its absence means a crash.
@@ -39,7 +40,26 @@ pub(crate) struct Writer {
     pub(crate) closed: bool,
     /// Idempotent producers' recent batches (duplicate and sequence checks).
     pub(crate) producers: ProducerStates,
+    /// When expired producers are next looked for.
+    next_producer_expiry_ms: i64,
+    /// Files of segments taken out of the log, renamed `.deleted`, with when to remove them.
+    retired: Vec<(i64, PathBuf)>,
 }
+
+impl Writer {
+    pub(crate) fn new(now_ms: i64, producers: ProducerStates) -> Writer {
+        Writer {
+            last_flush_ms: now_ms,
+            producers,
+            next_producer_expiry_ms: now_ms.saturating_add(PRODUCER_EXPIRY_CHECK_MS),
+            ..Writer::default()
+        }
+    }
+}
+
+/// How often expired producer state is looked for (Kafka's
+/// `producer.id.expiration.check.interval.ms` default).
+const PRODUCER_EXPIRY_CHECK_MS: i64 = 600_000;
 
 /// One partition's log. All methods take `&self`: appends are serialised internally,
 /// reads run concurrently with appends.
@@ -59,10 +79,11 @@ pub struct Log {
     pub(crate) cleaner: Mutex<CleanerState>,
     /// Why the log is offline, if it is: every operation then fails with
     /// [`StorageError::Offline`]. Set once, never cleared (a restart reopens the log).
-    offline: RwLock<Option<String>>,
+    pub(crate) offline: RwLock<Option<String>>,
     /// The largest producer id seen in this log's batches (-1: none), so that ids stay unique
     /// even if the broker's own record of issued ids is lost.
     pub(crate) max_producer_id: AtomicI64,
+    pub(crate) refusals: Refusals,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,6 +105,10 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     Ok(())
 }
 
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -93,104 +118,6 @@ pub(crate) fn read_offset_file(path: &Path) -> Option<i64> {
 }
 
 impl Log {
-    /// Opens (creating if absent) the log in `dir`, recovering a torn tail after a crash.
-    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let marker = dir.join(CLEAN_SHUTDOWN);
-        let clean = marker.exists();
-        // Finish or roll back a cleaner swap interrupted by a crash, before segments are listed.
-        let swapped = cleaner::recover_swaps(dir).map_err(|e| io_err(dir, e))?;
-        let mut bases = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
-            let entry = entry.map_err(|e| io_err(dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
-                    if let Ok(base) = stem.parse::<i64>() {
-                        bases.push(base);
-                    }
-                }
-            } else if name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        bases.sort_unstable();
-        let start_ckpt = read_offset_file(&dir.join(LOG_START)).unwrap_or(0);
-        // Without a recovery point everything is rescanned.
-        let recovery_point = if clean { i64::MAX } else { read_offset_file(&dir.join(RECOVERY_POINT)).unwrap_or(0) };
-        let interval = config.index_interval_bytes;
-
-        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
-        for (i, &base) in bases.iter().enumerate() {
-            let last = i + 1 == bases.len();
-            let recover = (!clean && (last || bases[i + 1] > recovery_point)) || swapped.contains(&base);
-            let path = segment::file_name(dir, base, "log");
-            if let Some(prev) = segments.last() {
-                // Compaction can leave a gap between segments, never an overlap.
-                if prev.next_offset() > base {
-                    tracing::warn!(segment = %path.display(), "dropping segment overlapping its predecessor");
-                    segment::delete_files(dir, base).map_err(|e| io_err(&path, e))?;
-                    continue;
-                }
-            }
-            let (seg, truncated) = Segment::open(dir, base, now_ms, interval, recover).map_err(|e| io_err(&path, e))?;
-            segments.push(Arc::new(seg));
-            if truncated && !last {
-                // Corruption in the middle: everything after it is unreachable.
-                for &later in &bases[i + 1..] {
-                    segment::delete_files(dir, later).map_err(|e| io_err(dir, e))?;
-                }
-                break;
-            }
-        }
-        if segments.is_empty() {
-            let base = start_ckpt;
-            let seg = Segment::create(dir, base, now_ms).map_err(|e| io_err(dir, e))?;
-            segments.push(Arc::new(seg));
-        }
-        let leo = segments.last().unwrap().next_offset();
-        let log_start = start_ckpt.max(segments[0].base_offset).min(leo);
-        // Segments wholly below the log start (a crash between checkpoint and deletion).
-        while segments.len() > 1 && segments[1].base_offset <= log_start {
-            let seg = segments.remove(0);
-            seg.delete_files().map_err(|e| io_err(&seg.log_path, e))?;
-        }
-        let first_dirty = read_offset_file(&dir.join(cleaner::CHECKPOINT)).unwrap_or(log_start).min(leo);
-        let mut epochs = EpochCache::load(dir);
-        epochs.truncate_from_end(leo)?;
-        epochs.truncate_from_start(log_start)?;
-        if clean {
-            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
-        }
-        sync_dir(dir).map_err(|e| io_err(dir, e))?;
-        // Producer state from the active segment's batch headers (see producers.rs).
-        let mut producers = ProducerStates::default();
-        let active = segments.last().expect("at least one segment");
-        active
-            .scan_headers(0, active.size(), |_, h| {
-                producers.record(h);
-                true
-            })
-            .map_err(|e| io_err(&active.log_path, e))?;
-        let max_producer_id = producers.max_producer_id();
-        Ok(Log {
-            dir: dir.to_path_buf(),
-            writer: Mutex::new(Writer { last_flush_ms: now_ms, producers, ..Writer::default() }),
-            segments: RwLock::new(Arc::new(segments)),
-            config: RwLock::new(config),
-            epochs: Mutex::new(epochs),
-            log_start: AtomicI64::new(log_start),
-            leo: AtomicI64::new(leo),
-            // Single node: everything appended is committed. Replication will own the HW.
-            hw: AtomicI64::new(leo),
-            first_dirty: AtomicI64::new(first_dirty),
-            cleaner: Mutex::new(CleanerState::load(dir)),
-            offline: RwLock::new(None),
-            max_producer_id: AtomicI64::new(max_producer_id),
-        })
-    }
-
     /// A log that could not be opened (`reason` says why and names the file): it holds no
     /// segments and answers every operation with [`StorageError::Offline`], so the broker can
     /// serve its other partitions while this one waits for an operator.
@@ -208,6 +135,7 @@ impl Log {
             cleaner: Mutex::new(CleanerState::default()),
             offline: RwLock::new(Some(reason)),
             max_producer_id: AtomicI64::new(-1),
+            refusals: Refusals::default(),
         }
     }
 
@@ -252,8 +180,17 @@ impl Log {
 
     /// Validates (CRC-32C, framing, size) and appends one or more v2 record batches,
     /// assigning offsets from the log end offset and stamping `leader_epoch`.
-    /// Nothing is written if any batch is invalid.
+    /// Nothing is written if any batch is invalid, and nothing stays written if a write fails.
+    /// Refusals are logged here (rate-limited), so a flood of them is never silent.
     pub fn append(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        let result = self.append_locked(batches, leader_epoch, now_ms);
+        if let Err(e) = &result {
+            self.refusals.report(&self.dir, e, now_ms);
+        }
+        result
+    }
+
+    fn append_locked(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
         let cfg = self.config();
         let mut guard = lock(&self.writer);
         self.check_online()?;
@@ -298,19 +235,34 @@ impl Log {
             w.placed.push((vb.start, h));
         }
         let seg = self.maybe_roll(w, &cfg, batches.len() as u64, next - 1, max_ts, now_ms)?;
-        seg.append(&w.scratch, &w.placed, cfg.index_interval_bytes, now_ms).map_err(|e| io_err(&seg.log_path, e))?;
+        // A new leader epoch is checkpointed before the data it covers: if that fails nothing is
+        // written, and an entry beyond the log end is dropped when the log is opened.
+        lock(&self.epochs).assign(leader_epoch, base_offset)?;
+        if let Err(e) = seg.append(&w.scratch, &w.placed, cfg.index_interval_bytes, now_ms) {
+            // `Segment::append` cut the file back; if it could not, the file holds bytes no
+            // reader may see and a restart would have to recover: stop serving until then.
+            if seg.file.metadata().map_or(true, |m| m.len() != seg.size()) {
+                self.take_offline(&format!("a failed write to {} could not be undone: {e}", seg.log_path.display()));
+            }
+            return Err(io_err(&seg.log_path, e));
+        }
         self.leo.store(next, Ordering::Release);
         self.hw.store(next, Ordering::Release);
         for (_, h) in &w.placed {
-            w.producers.record(h);
+            let evicted = w.producers.record(h, now_ms);
+            if evicted > 0 {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    evicted,
+                    max = cfg.max_producer_entries,
+                    "too many idempotent producers on one partition: forgot the least recently active"
+                );
+            }
             self.max_producer_id.fetch_max(h.producer_id, Ordering::AcqRel);
         }
-        lock(&self.epochs).assign(leader_epoch, base_offset)?;
         w.unflushed += next - base_offset;
         if w.unflushed >= cfg.flush_messages {
-            seg.file.sync_data().map_err(|e| io_err(&seg.log_path, e))?;
-            w.unflushed = 0;
-            w.last_flush_ms = now_ms;
+            self.sync_active(w, &seg, now_ms)?;
         }
         Ok(AppendInfo {
             base_offset,
@@ -318,6 +270,23 @@ impl Log {
             log_append_time: append_time.unwrap_or(-1),
             record_count: next - base_offset,
             log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// fsyncs the active segment. A failed fsync takes the log offline: the kernel may have
+    /// dropped the dirty pages it could not write, so what readers would see from the page
+    /// cache may no longer be what is on disk (the fsyncgate lesson); a restart recovers.
+    fn sync_active(&self, w: &mut Writer, seg: &Segment, now_ms: i64) -> Result<()> {
+        self.fsync(seg)?;
+        w.unflushed = 0;
+        w.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    pub(crate) fn fsync(&self, seg: &Segment) -> Result<()> {
+        seg.file.sync_data().map_err(|e| {
+            self.take_offline(&format!("fsync of {} failed: {e}", seg.log_path.display()));
+            io_err(&seg.log_path, e)
         })
     }
 
@@ -339,7 +308,7 @@ impl Log {
             let mut h = vb.header;
             h.base_offset = next;
             next += h.record_count as i64;
-            state.record(&h);
+            state.record(&h, 0);
         }
         Ok(())
     }
@@ -371,23 +340,50 @@ impl Log {
         };
         for seg in &segs[first..] {
             let end = seg.size();
-            let found = seg.locate(offset, end).map_err(|e| io_err(&seg.log_path, e))?;
-            let Some((pos, h)) = found else { continue };
+            let located =
+                seg.locate(offset, end, self.may_gap(seg.base_offset)).map_err(|e| io_err(&seg.log_path, e))?;
+            let (pos, h) = match located {
+                Located::At(pos, h) => (pos, h),
+                Located::NotHere => continue,
+                Located::Damaged(damage) => return Err(self.read_damaged(damage)),
+            };
             if h.last_offset() >= max_offset {
                 break;
             }
-            if max_bytes < h.size {
+            let want = if max_bytes < h.size {
                 if !min_one {
                     break;
                 }
-                let bytes = seg.read_at(pos, h.size).map_err(|e| io_err(&seg.log_path, e))?;
-                return Ok(result(whole_batches(bytes, max_offset)));
-            }
-            let want = (max_bytes as u64).min(end - pos) as usize;
+                h.size
+            } else {
+                (max_bytes as u64).min(end - pos) as usize
+            };
             let bytes = seg.read_at(pos, want).map_err(|e| io_err(&seg.log_path, e))?;
+            if bytes.len() < h.size.min(want) {
+                let file_len = seg.file.metadata().map_or(0, |m| m.len());
+                return Err(self.read_damaged(Damage {
+                    path: seg.log_path.clone(),
+                    position: pos + bytes.len() as u64,
+                    file_len,
+                    next_offset: h.base_offset,
+                    detail: format!("the file ends inside the batch at offset {}", h.base_offset),
+                }));
+            }
             return Ok(result(whole_batches(bytes, max_offset)));
         }
         Ok(result(Bytes::new()))
+    }
+
+    /// Whether offsets from `offset` on may skip: compacted logs, and what the cleaner already
+    /// cleaned in a log that is no longer compacted.
+    pub(crate) fn may_gap(&self, offset: i64) -> bool {
+        offset < self.first_dirty.load(Ordering::Acquire) || self.config().cleanup_policy.compact
+    }
+
+    /// Reports damage found by a read (ERROR, rate-limited) and turns it into the read's error.
+    fn read_damaged(&self, damage: Damage) -> StorageError {
+        self.refusals.report_damage(&damage);
+        StorageError::Damaged { path: damage.path, position: damage.position, detail: damage.detail }
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -423,6 +419,7 @@ impl Log {
     }
     /// Applies new settings; they take effect from the next append, roll or retention pass.
     pub fn update_config(&self, config: LogConfig) {
+        lock(&self.writer).producers.set_max_entries(config.max_producer_entries);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
     pub fn dir(&self) -> &Path {
@@ -464,12 +461,13 @@ impl Log {
         if size == 0 {
             return Ok(active);
         }
-        let waited = {
+        let (waited, jitter) = {
             let st = active.lock();
-            match st.first_batch_ts {
+            let waited = match st.first_batch_ts {
                 Some(t) if t >= 0 && max_ts >= 0 => max_ts.saturating_sub(t),
                 _ => now_ms.saturating_sub(st.created_ms),
-            }
+            };
+            (waited, st.roll_jitter_ms)
         };
         let max_size = cfg.segment_bytes.min(i32::MAX as u64);
         // Records in the active segment cannot be compacted, so a compacted log also rolls
@@ -480,7 +478,7 @@ impl Log {
             cfg.segment_ms
         };
         let roll = size + bytes > max_size
-            || waited > segment_ms
+            || waited > segment_ms.saturating_sub(jitter)
             || active.index_full(cfg.segment_index_bytes)
             || last_offset - active.base_offset > i32::MAX as i64;
         if roll {
@@ -498,18 +496,69 @@ impl Log {
         if old.size() == 0 {
             return Ok(old.clone());
         }
-        old.file.sync_data().map_err(|e| io_err(&old.log_path, e))?;
+        let cfg = self.config();
+        if cfg.preallocate {
+            old.release_preallocation().map_err(|e| io_err(&old.log_path, e))?;
+        }
+        self.fsync(old)?;
         old.persist_indexes(true, true).map_err(|e| io_err(&old.log_path, e))?;
         let leo = self.log_end_offset();
-        let new = Arc::new(Segment::create(&self.dir, leo, now_ms).map_err(|e| io_err(&self.dir, e))?);
+        let new = Arc::new(Segment::create_for_log(&self.dir, leo, now_ms, &cfg).map_err(|e| io_err(&self.dir, e))?);
         let mut list = segs.as_ref().clone();
         list.push(new.clone());
         self.replace_segments(list);
         self.write_checkpoint(RECOVERY_POINT, leo)?;
+        self.write_producer_snapshot(w, leo);
         w.unflushed = 0;
         w.last_flush_ms = now_ms;
         tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled segment");
         Ok(new)
+    }
+
+    /// Takes a segment's files out of the log: renamed `<name>.deleted` and removed once
+    /// `file.delete.delay.ms` has passed (at once if it is 0), as Kafka does. Readers that took
+    /// the segment before keep reading it through their open file either way. The producer
+    /// snapshot at its base goes at once: it describes a point below the log start.
+    pub(crate) fn retire(&self, w: &mut Writer, seg: &Segment) -> Result<()> {
+        let delay = self.config().file_delete_delay_ms;
+        let _ = std::fs::remove_file(producers::snapshot_path(&self.dir, seg.base_offset));
+        if delay <= 0 {
+            return seg.delete_files().map_err(|e| io_err(&seg.log_path, e));
+        }
+        let due = wall_clock_ms().saturating_add(delay);
+        for ext in ["log", "index", "timeindex"] {
+            let path = segment::file_name(&self.dir, seg.base_offset, ext);
+            let retired = path.with_extension(format!("{ext}.deleted"));
+            match std::fs::rename(&path, &retired) {
+                Ok(()) => w.retired.push((due, retired)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_retired_files(&self, w: &mut Writer, now_ms: i64) {
+        w.retired.retain(|(due, path)| {
+            if now_ms < *due {
+                return true;
+            }
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %path.display(), error = %e, "could not remove a deleted segment file");
+                }
+            }
+            false
+        });
+    }
+
+    /// Writes the producer state as of `offset` (the log end) to `<offset>.snapshot`. Best
+    /// effort: without it, a restart rebuilds the state from an older snapshot and the log.
+    pub(crate) fn write_producer_snapshot(&self, w: &Writer, offset: i64) {
+        let path = producers::snapshot_path(&self.dir, offset);
+        if let Err(e) = write_atomically(&path, &w.producers.encode_snapshot()) {
+            tracing::warn!(snapshot = %path.display(), error = %e, "could not write a producer state snapshot");
+        }
     }
 
     pub(crate) fn write_checkpoint(&self, name: &str, offset: i64) -> Result<()> {
@@ -519,11 +568,8 @@ impl Log {
 
     fn flush_locked(&self, w: &mut Writer, now_ms: i64) -> Result<()> {
         let active = self.active();
-        active.file.sync_data().map_err(|e| io_err(&active.log_path, e))?;
-        active.persist_indexes(true, false).map_err(|e| io_err(&active.log_path, e))?;
-        w.unflushed = 0;
-        w.last_flush_ms = now_ms;
-        Ok(())
+        self.sync_active(w, &active, now_ms)?;
+        active.persist_indexes(true, false).map_err(|e| io_err(&active.log_path, e))
     }
 
     /// fsyncs the log and its indexes.
@@ -542,6 +588,14 @@ impl Log {
         if w.unflushed > 0 && now_ms.saturating_sub(w.last_flush_ms) >= flush_ms {
             self.flush_locked(&mut w, now_ms)?;
         }
+        if now_ms >= w.next_producer_expiry_ms {
+            let expired = w.producers.expire(now_ms, self.config().producer_id_expiration_ms);
+            w.next_producer_expiry_ms = now_ms.saturating_add(PRODUCER_EXPIRY_CHECK_MS);
+            if expired > 0 {
+                tracing::debug!(dir = %self.dir.display(), expired, "expired idle producer state");
+            }
+        }
+        self.remove_retired_files(&mut w, now_ms);
         Ok(())
     }
 
@@ -552,11 +606,12 @@ impl Log {
         // An offline log is left as it is: no clean-shutdown marker, so the next open recovers.
         self.check_online()?;
         let active = self.active();
-        active.file.sync_data().map_err(|e| io_err(&active.log_path, e))?;
+        self.fsync(&active)?;
         active.persist_indexes(true, true).map_err(|e| io_err(&active.log_path, e))?;
         w.unflushed = 0;
         self.write_checkpoint(RECOVERY_POINT, self.log_end_offset())?;
         self.write_checkpoint(LOG_START, self.log_start_offset())?;
+        self.write_producer_snapshot(&w, self.log_end_offset());
         let marker = self.dir.join(CLEAN_SHUTDOWN);
         write_atomically(&marker, b"").map_err(|e| io_err(&marker, e))?;
         w.closed = true;
@@ -570,13 +625,18 @@ impl Log {
     }
 }
 
-/// Cuts `bytes` after the last whole batch that ends below `max_offset`.
+/// Cuts `bytes` after the last whole batch that ends below `max_offset`, or before the first
+/// header that is not a batch following the previous one (the next read starts there and
+/// reports it).
 fn whole_batches(mut bytes: Vec<u8>, max_offset: i64) -> Bytes {
     let mut off = 0;
+    let mut next = i64::MIN;
     while let Some(h) = BatchHeader::parse(&bytes[off..]) {
-        if h.size < batch::HEADER_SIZE || off + h.size > bytes.len() || h.last_offset() >= max_offset {
+        let fits = h.size >= batch::HEADER_SIZE && off + h.size <= bytes.len();
+        if !fits || h.magic != 2 || h.base_offset < next || h.last_offset_delta < 0 || h.last_offset() >= max_offset {
             break;
         }
+        next = h.last_offset() + 1;
         off += h.size;
     }
     bytes.truncate(off);

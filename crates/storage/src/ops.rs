@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::log::{lock, Writer, LOG_START};
+use crate::log::{lock, wall_clock_ms, Writer, LOG_START};
+use crate::recovery::load_producers;
 use crate::segment::Segment;
 use crate::{io_err, Log, Result, StorageError};
 
@@ -136,7 +137,7 @@ impl Log {
         }
         self.replace_segments(kept.to_vec());
         for seg in gone {
-            seg.delete_files().map_err(|e| io_err(&seg.log_path, e))?;
+            self.retire(w, seg)?;
             tracing::info!(segment = %seg.log_path.display(), "deleted segment");
         }
         Ok(n)
@@ -158,15 +159,16 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
-        // Cached producer batches may be among what goes.
-        w.producers.clear();
         let segs = self.snapshot();
         if offset < self.log_start_offset() || offset <= segs[0].base_offset {
-            let fresh =
-                Arc::new(Segment::create(&self.dir, offset.max(0), w.last_flush_ms).map_err(|e| io_err(&self.dir, e))?);
-            for seg in segs.iter().filter(|s| s.base_offset != fresh.base_offset) {
-                seg.delete_files().map_err(|e| io_err(&seg.log_path, e))?;
+            let fresh = Arc::new(
+                Segment::create_for_log(&self.dir, offset.max(0), w.last_flush_ms, &cfg)
+                    .map_err(|e| io_err(&self.dir, e))?,
+            );
+            for seg in segs.iter().rev().filter(|s| s.base_offset != fresh.base_offset) {
+                self.retire(&mut w, seg)?;
             }
+            w.producers.clear();
             self.replace_segments(vec![fresh]);
             self.write_checkpoint(LOG_START, offset.max(0))?;
             self.log_start.store(offset.max(0), Ordering::Release);
@@ -179,18 +181,24 @@ impl Log {
         let keep = segs.partition_point(|s| s.base_offset < offset).max(1);
         let (kept, gone) = segs.split_at(keep);
         self.replace_segments(kept.to_vec());
-        for seg in gone {
-            seg.delete_files().map_err(|e| io_err(&seg.log_path, e))?;
+        // Newest first: a crash part way leaves a shorter log, never one with a hole.
+        for seg in gone.iter().rev() {
+            self.retire(&mut w, seg)?;
         }
         let active = kept.last().expect("kept at least one segment");
-        let leo = active.truncate_to(offset, cfg.index_interval_bytes).map_err(|e| io_err(&active.log_path, e))?;
-        active.file.sync_all().map_err(|e| io_err(&active.log_path, e))?;
+        let gaps = self.may_gap(active.base_offset);
+        let leo =
+            active.truncate_to(offset, cfg.index_interval_bytes, gaps).map_err(|e| io_err(&active.log_path, e))?;
+        self.fsync(active)?;
         self.leo.store(leo, Ordering::Release);
         if self.high_watermark() > leo {
             self.hw.store(leo, Ordering::Release);
         }
         w.unflushed = 0;
         self.lower_cleaner_checkpoint(leo)?;
-        lock(&self.epochs).truncate_from_end(leo)
+        lock(&self.epochs).truncate_from_end(leo)?;
+        // Cached producer batches may be among what went: rebuild the state as of the new end.
+        w.producers = load_producers(&self.dir, kept, self.log_start_offset(), leo, &cfg, wall_clock_ms())?;
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use common::*;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use proptest::prelude::*;
-use tern_storage::{CleanStats, CleanerOptions, CleanupPolicy, CrashPoint, Log, LogConfig, StorageError};
+use tern_storage::{CleanStats, CleanerOptions, CleanupPolicy, CrashPoint, Log, LogConfig, OnDamage, StorageError};
 
 /// One appended record: (offset, key, value, timestamp); `None` value is a tombstone.
 type Rec = (i64, Option<Bytes>, Option<Bytes>, i64);
@@ -246,9 +246,20 @@ fn torn_tail_of_a_cleaned_segment_is_still_detected() {
         std::fs::write(copy.path().join(format!("{first:020}.log")), &damaged).unwrap();
         std::fs::remove_file(copy.path().join("recovery-point")).ok();
         std::fs::remove_file(copy.path().join(".tern-clean-shutdown")).ok();
-        let log = Log::open(copy.path(), config.clone(), 0).unwrap();
+        // Damage in a segment that is not the last is no crash's doing: the open is refused,
+        // naming the file and the position, and nothing is changed.
+        let seg_path = copy.path().join(format!("{first:020}.log"));
+        match Log::open(copy.path(), config.clone(), 0) {
+            Err(StorageError::Damaged { path, position, .. }) => {
+                let expected = if damaged.len() < bytes.len() { last_start } else { bytes.len() };
+                assert_eq!((path, position), (seg_path.clone(), expected as u64));
+            }
+            other => panic!("damage in a sealed segment must refuse the open, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(std::fs::read(&seg_path).unwrap(), damaged);
+        // An explicit repair cuts the log there: the bad batch and everything after it go.
+        let log = Log::open_with(copy.path(), config.clone(), 0, OnDamage::Truncate).unwrap();
         let recs = read_records(&log);
-        // Corruption in the middle of the log: the bad batch and everything after it are gone.
         if damaged.len() < bytes.len() {
             assert_eq!(recs, survivors_before_last(&after));
         } else {

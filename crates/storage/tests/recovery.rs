@@ -5,7 +5,7 @@ use std::path::Path;
 use common::*;
 use kafka_protocol::records::Compression;
 use proptest::prelude::*;
-use tern_storage::{Log, LogConfig};
+use tern_storage::{Log, LogConfig, StorageError};
 
 const SEG: &str = "00000000000000000000.log";
 
@@ -89,11 +89,38 @@ fn garbage_files_do_not_panic() {
     std::fs::write(dir.path().join(SEG), vec![0xffu8; 1000]).unwrap();
     std::fs::write(dir.path().join("00000000000000000000.index"), [1, 2, 3]).unwrap();
     std::fs::write(dir.path().join("leader-epoch-checkpoint"), "garbage").unwrap();
-    std::fs::write(dir.path().join("log-start-offset"), "x").unwrap();
     std::fs::write(dir.path().join("notes.log"), "hello").unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     assert_eq!((log.log_end_offset(), log.size_bytes()), (0, 0));
     assert_eq!(log.append(&batch(1, 0), 0, 0).unwrap().base_offset, 0);
+    assert_eq!(std::fs::read(dir.path().join("notes.log")).unwrap(), b"hello", "not the broker's: left alone");
+}
+
+#[test]
+fn checkpoints_that_contradict_the_log_are_refused_not_obeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    for i in 0..10 {
+        log.append(&batch(10, i), 0, 0).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    let ckpt = dir.path().join("log-start-offset");
+    // Garbage, and an offset beyond the log end: either would make the log drop data.
+    for (content, detail) in [("x\n", "not an offset checkpoint"), ("5000\n", "beyond the log end offset 100")] {
+        std::fs::write(&ckpt, content).unwrap();
+        match Log::open(dir.path(), small_config(), 0) {
+            Err(StorageError::Damaged { path, detail: d, .. }) => {
+                assert_eq!(path, ckpt);
+                assert!(d.contains(detail), "{d}");
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|l| l.log_start_offset())),
+        }
+    }
+    // The data is untouched: with a sane checkpoint every record is still there.
+    std::fs::write(&ckpt, "0\n").unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 100);
 }
 
 #[test]
