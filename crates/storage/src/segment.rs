@@ -658,18 +658,23 @@ impl Segment {
         while pos < end {
             let want = (end - pos).min(buf.len() as u64) as usize;
             let n = read_full(&self.file, &mut buf[..want], pos)?;
-            if n < want {
-                return damaged(pos + n as u64, next, format!("the file ends before its committed size {end}"));
-            }
+            // Fewer bytes than asked: the file is shorter than what the log committed to it.
+            let cut_short = |at: u64| format!("the file ends at byte {at}, before its committed size {end}");
             let mut off = 0;
-            while off < n {
+            while off < n || (n < want && off == n) {
                 let at = pos + off as u64;
                 let Some(h) = BatchHeader::parse(&buf[off..n]) else {
+                    if n < want {
+                        return damaged(at, next, cut_short(pos + n as u64));
+                    }
                     if at + HEADER_SIZE as u64 <= end && off > 0 {
                         break; // the header continues in the next chunk
                     }
                     return damaged(at, next, "an incomplete or invalid batch header".into());
                 };
+                if n < want && off + h.size > n && at + (h.size as u64) <= end {
+                    return damaged(at, next, cut_short(pos + n as u64));
+                }
                 let problem = if h.magic != 2 {
                     Some(format!("record batch magic {}", h.magic))
                 } else if h.size < HEADER_SIZE || at + h.size as u64 > end {
