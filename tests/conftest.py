@@ -214,14 +214,16 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def broker_factory(request, tmp_path):
-    """Start brokers with extra settings: ``broker_factory(**{"num.partitions": 6})``."""
+    """Start brokers with extra settings: ``broker_factory({"num.partitions": 6})``, optionally on a
+    given ``data_dir`` (default: a fresh one under the test's tmp_path)."""
     brokers = []
     item = request.node
     item._tern_brokers = brokers
 
-    def make(settings=None, **kw):
+    def make(settings=None, data_dir=None, **kw):
         idx = len(brokers)
-        b = Broker(tmp_path / f"data-{idx}", tmp_path / "logs", settings=settings, name=f"tern-{idx}", **kw)
+        data_dir = data_dir or tmp_path / f"data-{idx}"
+        b = Broker(data_dir, tmp_path / "logs", settings=settings, name=f"tern-{idx}", **kw)
         brokers.append(b)
         b.start()
         return b

@@ -126,3 +126,55 @@ def wait_closed(sock, timeout):
             return True, got
         got += len(chunk)
     return False, got
+
+
+# --------------------------------------------------------------------------- produce, raw
+API_INIT_PRODUCER_ID = 22
+
+
+def _string(s):
+    b = s.encode("utf-8")
+    return struct.pack(">h", len(b)) + b
+
+
+def request(host, port, api_key, version, body, timeout=10.0, correlation_id=1):
+    """Sends one non-flexible request and returns the response body (after the correlation id)."""
+    with connect(host, port, timeout) as s:
+        s.sendall(frame(request_header(api_key, version, correlation_id) + body))
+        resp = recv_frame(s)
+    (corr,) = struct.unpack_from(">i", resp, 0)
+    assert corr == correlation_id, f"correlation id {corr} != {correlation_id}"
+    return resp[4:]
+
+
+def init_producer_id(host, port):
+    """InitProducerId v0 for an idempotent (non-transactional) producer: (error, id, epoch)."""
+    body = _nullable_string(None) + struct.pack(">i", 60000)
+    resp = request(host, port, API_INIT_PRODUCER_ID, 0, body)
+    _throttle, err, pid, epoch = struct.unpack_from(">ihqh", resp, 0)
+    return err, pid, epoch
+
+
+def record_batch(values, producer_id=-1, producer_epoch=-1, base_sequence=-1, key=b"k", timestamp_ms=None):
+    """A v2 record batch (kafka-python's encoder) of one record per value."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=False, producer_id=producer_id,
+        producer_epoch=producer_epoch, base_sequence=base_sequence, batch_size=1 << 30)
+    ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    for i, v in enumerate(values):
+        builder.append(i, timestamp=ts, key=key, value=v, headers=[])
+    return bytes(builder.build())
+
+
+def produce(host, port, topic, partition, records, acks=-1, version=3):
+    """Produce v3 of one partition's `records` (raw batch bytes): (error_code, base_offset)."""
+    body = _nullable_string(None) + struct.pack(">hi", acks, 30000) + struct.pack(">i", 1) + _string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records
+    resp = request(host, port, API_PRODUCE, version, body)
+    off = 4  # topic count
+    (name_len,) = struct.unpack_from(">h", resp, off)
+    off += 2 + name_len + 4  # name, partition count
+    _index, err, base_offset = struct.unpack_from(">ihq", resp, off)
+    return err, base_offset
