@@ -293,6 +293,8 @@ impl Log {
         let mut current: Vec<Arc<Segment>> = segs[..mapped].to_vec();
         let mut start = 0;
         for group in groups(&segs[..mapped], segs[mapped].base_offset, &cfg) {
+            // A log deleted or taken offline meanwhile: stop here rather than finish the pass.
+            self.check_online()?;
             let cleaned = self.clean_group(&segs[group.clone()], &mut pass, &cfg)?;
             let Some(cleaned) = cleaned else {
                 start += group.len();

@@ -161,16 +161,18 @@ impl Log {
         }
     }
 
-    /// Marks the log deleted under its writer lock: no append, read or cleaning pass starts
-    /// after this returns, and one in progress has finished. The caller then moves the
-    /// directory away.
+    /// Marks the log deleted: when this returns, no append, read or cleaning pass is running on
+    /// it and none will start (an append in progress has finished; a cleaning pass stops at the
+    /// next group of segments). The caller then moves the directory away.
     pub fn mark_deleted(&self) {
-        let _cleaner = lock(&self.cleaner);
-        let _w = lock(&self.writer);
-        let mut offline = self.offline.write().unwrap_or_else(|e| e.into_inner());
-        if offline.is_none() {
-            *offline = Some("deleted".to_string());
+        {
+            let mut offline = self.offline.write().unwrap_or_else(|e| e.into_inner());
+            if offline.is_none() {
+                *offline = Some("deleted".to_string());
+            }
         }
+        drop(lock(&self.writer));
+        drop(lock(&self.cleaner));
     }
 
     /// The largest producer id in this log's batches, -1 if none.
