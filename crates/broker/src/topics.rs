@@ -207,9 +207,7 @@ impl TopicRegistry {
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
-        if let Some(other) = self.colliding(name) {
-            return Err(TopicError::InvalidName(format!("Topic '{name}' collides with existing topic: {other}")));
-        }
+        self.check_collision(name)?;
         if partitions < 1 {
             return Err(TopicError::InvalidPartitions("Number of partitions must be larger than 0.".into()));
         }
@@ -366,14 +364,19 @@ impl TopicRegistry {
         }
     }
 
-    /// An existing topic whose name differs from `name` only in `.` versus `_` (Kafka refuses
-    /// those: metric names cannot tell them apart).
-    fn colliding(&self, name: &str) -> Option<String> {
+    /// Refuses a new topic whose name differs from an existing one's only in `.` versus `_`, as
+    /// Kafka does (metric names cannot tell them apart).
+    pub fn check_collision(&self, name: &str) -> Result<(), TopicError> {
         if !name.contains(['.', '_']) {
-            return None;
+            return Ok(());
         }
         let unified = name.replace('.', "_");
-        self.by_name.read().unwrap().keys().find(|other| other.replace('.', "_") == unified).cloned()
+        match self.by_name.read().unwrap().keys().find(|other| other.replace('.', "_") == unified) {
+            Some(other) => {
+                Err(TopicError::InvalidName(format!("Topic '{name}' collides with existing topic: {other}")))
+            }
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn write_meta(&self, meta: &TopicMeta) -> Result<(), TopicError> {

@@ -43,6 +43,7 @@ pub(crate) async fn create_topic(
     if let Some(existing) = broker.topics.get(name) {
         return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", existing.name)));
     }
+    broker.topics.check_collision(name).map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
     if validate_only {
         return Ok(None);
     }
