@@ -26,6 +26,6 @@ pub(crate) fn topic_error_code(e: &TopicError) -> ResponseError {
         TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicError::Storage(e) => storage_error_code(e),
-        TopicError::Io(_) => ResponseError::KafkaStorageError,
+        TopicError::Offline { .. } | TopicError::DataDir(_) => ResponseError::KafkaStorageError,
     }
 }

@@ -27,6 +27,7 @@ use crate::{now_ms, Broker, BrokerConfig};
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 /// Upper bound on appends written in one go by a partition's appender.
 const MAX_APPENDS_PER_WRITE: usize = 1024;
+static OFFLINE_REFUSALS: crate::rate_limit::Every = crate::rate_limit::Every::new(60_000);
 
 pub struct GroupService {
     state: Mutex<State>,
@@ -45,7 +46,11 @@ struct State {
     writer: Option<std::sync::mpsc::Sender<PendingAppend>>,
 }
 
-pub(crate) fn group_config(config: &BrokerConfig) -> GroupConfig {
+/// The coordinator's settings. Groups are placed by the real partition count of
+/// `__consumer_offsets`, never by `offsets.topic.num.partitions` (which only applies when the
+/// topic is created), as in Kafka: otherwise changing the setting would move groups away from
+/// their offsets.
+pub(crate) fn group_config(config: &BrokerConfig, offsets_partitions: i32) -> GroupConfig {
     let get = |key: &str, default: i64| config.get_i64(key).unwrap_or(default);
     let defaults = GroupConfig::default();
     GroupConfig {
@@ -55,23 +60,25 @@ pub(crate) fn group_config(config: &BrokerConfig) -> GroupConfig {
         group_max_size: get("group.max.size", i32::MAX as i64) as i32,
         offsets_retention_minutes: get("offsets.retention.minutes", 10080) as i32,
         offsets_retention_check_interval_ms: get("offsets.retention.check.interval.ms", 600_000),
-        offsets_topic_num_partitions: config.offsets_topic_num_partitions(),
+        offsets_topic_num_partitions: offsets_partitions,
         ..defaults
     }
 }
 
 impl GroupService {
     /// A coordinator that starts from `stored[i]`, the records of `__consumer_offsets`
-    /// partition `partitions[i]`, oldest first.
+    /// partition `partitions[i]`, oldest first (`None`: the partition is offline and its
+    /// groups are not served).
     pub(crate) fn new(
         config: GroupConfig,
         partitions: Vec<Arc<Partition>>,
-        stored: Vec<Vec<KeyValue>>,
+        stored: Vec<Option<Vec<KeyValue>>>,
         broker: Weak<Broker>,
     ) -> GroupService {
         let mut coordinator = GroupCoordinator::new(config);
         let now = now_ms();
         for (p, records) in partitions.iter().zip(stored) {
+            let Some(records) = records else { continue };
             coordinator.begin_loading(p.index);
             let summary = coordinator.load_partition(p.index, records.into_iter(), now);
             if summary.groups + summary.offsets + summary.skipped_corrupt > 0 {
@@ -80,6 +87,23 @@ impl GroupService {
         }
         let state = State { coordinator, next_reply: 0, waiting: HashMap::new(), writer: None };
         GroupService { state: Mutex::new(state), partitions, timers_changed: Notify::new(), broker }
+    }
+
+    /// Whether the `__consumer_offsets` partition that owns `group_id` is offline: the group
+    /// is then answered COORDINATOR_NOT_AVAILABLE, as Kafka answers for a coordinator partition
+    /// without a leader.
+    pub(crate) fn coordinator_unavailable(&self, group_id: &str) -> bool {
+        let index = tern_group::partition_for(group_id, self.partitions.len() as i32);
+        let offline = self.partitions.get(index as usize).is_none_or(|p| p.offline_reason().is_some());
+        if offline && OFFLINE_REFUSALS.ready() {
+            tracing::warn!(
+                group = group_id,
+                partition = index,
+                "group request refused: its {} partition is offline (further refusals logged at most once a minute)",
+                offsets_topic::OFFSETS_TOPIC
+            );
+        }
+        offline
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

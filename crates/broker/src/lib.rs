@@ -3,12 +3,15 @@
 //! sockets: handlers move it to tokio's blocking pool.
 
 pub mod config;
+pub mod datadir;
 mod errors;
 mod groups;
 mod handlers;
 pub mod offsets_topic;
 mod producer_ids;
+mod rate_limit;
 mod server;
+mod topic_load;
 pub mod topics;
 
 use std::path::Path;
@@ -35,34 +38,47 @@ pub struct Broker {
     groups: Arc<GroupService>,
     /// Ids for idempotent producers (InitProducerId).
     producer_ids: producer_ids::ProducerIdAllocator,
+    /// Held for the broker's lifetime: no other process writes this data directory.
+    _data_dir_lock: datadir::DataDirLock,
 }
 
+/// Why the broker cannot start; every message names the file or directory involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    #[error("{0}")]
+    DataDir(#[from] datadir::DataDirError),
     #[error("data directory: {0}")]
     Topics(#[from] topics::TopicError),
-    #[error("data directory: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("loading __consumer_offsets: {0}")]
-    Groups(#[from] tern_storage::StorageError),
 }
 
 impl Broker {
-    /// Opens the data directory and recovers every partition log. Blocking.
+    /// Locks the data directory and recovers every partition log. Blocking. A partition that
+    /// cannot be opened or loaded is offline (named at ERROR) while the rest serves.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        let lock = datadir::DataDirLock::acquire(&config.data_dir)?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir, config.node_id())?;
         let topics = TopicRegistry::load(&config.data_dir, |overrides| config.log_config(overrides))?;
         let offsets = offsets_topic::ensure_offsets_topic(&topics, &config)?;
-        let producer_ids = producer_ids::ProducerIdAllocator::load(&config.data_dir);
-        let stored = offsets.partitions.iter().map(|p| offsets_topic::read_all(&p.log)).collect::<Result<_, _>>()?;
+        // Ids stay above every producer id in the logs, even if the block file was lost.
+        let floor = topics.all().iter().flat_map(|t| t.partitions.iter()).map(|p| p.log.max_producer_id()).max();
+        let producer_ids = producer_ids::ProducerIdAllocator::load(&config.data_dir, floor.unwrap_or(-1) + 1);
+        let stored: Vec<_> = offsets.partitions.iter().map(|p| offsets_topic::load_partition(p)).collect();
         Ok(Arc::new_cyclic(|broker| {
-            let group_config = groups::group_config(&config);
+            let group_config = groups::group_config(&config, offsets.partitions.len() as i32);
             let groups = Arc::new(GroupService::new(group_config, offsets.partitions.clone(), stored, broker.clone()));
             let (appended, _) = watch::channel(0);
-            Broker { config, topics, cluster_id, appended, admin_lock: Mutex::new(()), groups, producer_ids }
+            Broker {
+                config,
+                topics,
+                cluster_id,
+                appended,
+                admin_lock: Mutex::new(()),
+                groups,
+                producer_ids,
+                _data_dir_lock: lock,
+            }
         }))
     }
 
@@ -98,7 +114,7 @@ impl Broker {
     fn enforce_retention(&self) {
         let now = now_ms();
         for topic in self.topics.all() {
-            for p in &topic.partitions {
+            for p in topic.partitions.iter().filter(|p| p.offline_reason().is_none()) {
                 match p.log.enforce_retention(now) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(
@@ -134,7 +150,7 @@ impl Broker {
             ..tern_storage::CleanerOptions::default()
         };
         for topic in self.topics.all() {
-            for p in &topic.partitions {
+            for p in topic.partitions.iter().filter(|p| p.offline_reason().is_none()) {
                 if !p.log.config().cleanup_policy.compact {
                     continue;
                 }
@@ -159,7 +175,7 @@ impl Broker {
     fn flush_due(&self) {
         let now = now_ms();
         for topic in self.topics.all() {
-            for p in &topic.partitions {
+            for p in topic.partitions.iter().filter(|p| p.offline_reason().is_none()) {
                 if let Err(e) = p.log.maybe_flush(now) {
                     tracing::error!(topic = topic.name, partition = p.index, error = %e, "flush failed");
                 }
@@ -177,27 +193,25 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Kafka keeps the cluster id in `meta.properties`; so do we.
-fn load_or_create_cluster_id(data_dir: &Path, node_id: i32) -> std::io::Result<String> {
+/// Kafka keeps the cluster id in `meta.properties`; so do we. A file that exists but cannot be
+/// read is refused (as Kafka does), never replaced.
+fn load_or_create_cluster_id(data_dir: &Path, node_id: i32) -> Result<String, datadir::DataDirError> {
     let path = data_dir.join("meta.properties");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = config::parse_properties(&text).remove("cluster.id") {
-            return Ok(id);
+    let invalid = |why: &str| datadir::DataDirError::Invalid { path: path.clone(), message: why.to_string() };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text"))?;
+            return config::parse_properties(&text)
+                .remove("cluster.id")
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| invalid("no cluster.id"));
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(datadir::io_error(&path)(e)),
     }
-    use std::fmt::Write;
     // Kafka's cluster ids are a UUID in URL-safe base64 without padding (22 chars).
-    let uuid = uuid::Uuid::new_v4();
-    let mut id = String::new();
-    for chunk in uuid.as_bytes().chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, b| acc << 8 | *b as u32) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            let c =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[(n >> (18 - 6 * i) & 63) as usize];
-            let _ = write!(id, "{}", c as char);
-        }
-    }
+    let id = datadir::kafka_uuid_string(uuid::Uuid::new_v4());
     let text = format!("version=1\ncluster.id={id}\nnode.id={node_id}\n");
-    topics::write_atomically(&path, text.as_bytes())?;
+    datadir::write_atomically(&path, text.as_bytes()).map_err(datadir::io_error(&path))?;
     Ok(id)
 }

@@ -13,7 +13,7 @@ use kafka_protocol::records::{
 };
 use tern_storage::{Log, StorageError};
 
-use crate::topics::{Topic, TopicError, TopicRegistry};
+use crate::topics::{Partition, Topic, TopicError, TopicRegistry};
 use crate::BrokerConfig;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -25,9 +25,19 @@ const LOAD_CHUNK: usize = 4 << 20;
 pub type KeyValue = (Bytes, Option<Bytes>);
 
 /// Creates `__consumer_offsets` if it does not exist, with Kafka's settings for it
-/// (`offsets.topic.num.partitions`, compacted, `offsets.topic.segment.bytes`).
+/// (`offsets.topic.num.partitions`, compacted, `offsets.topic.segment.bytes`). An existing
+/// topic keeps its partition count whatever the setting says now (that is reported).
 pub fn ensure_offsets_topic(topics: &TopicRegistry, config: &BrokerConfig) -> Result<Arc<Topic>, TopicError> {
     if let Some(topic) = topics.get(OFFSETS_TOPIC) {
+        let setting = config.offsets_topic_num_partitions();
+        if topic.partitions.len() as i32 != setting {
+            tracing::warn!(
+                setting,
+                partitions = topic.partitions.len(),
+                "offsets.topic.num.partitions differs from the partitions {OFFSETS_TOPIC} has; \
+                 groups stay placed by the topic's partitions (the setting only applies when the topic is created)"
+            );
+        }
         return Ok(topic);
     }
     let configs = BTreeMap::from([
@@ -40,6 +50,25 @@ pub fn ensure_offsets_topic(topics: &TopicRegistry, config: &BrokerConfig) -> Re
     let topic = topics.create(OFFSETS_TOPIC, partitions, configs, &log_config)?;
     tracing::info!(partitions, "created {OFFSETS_TOPIC}");
     Ok(topic)
+}
+
+/// A partition's records for the group coordinator to load; `None` if the partition is offline
+/// or cannot be read, which takes it offline (named at ERROR): its groups are then answered
+/// COORDINATOR_NOT_AVAILABLE while the other partitions' groups are served.
+pub fn load_partition(partition: &Partition) -> Option<Vec<KeyValue>> {
+    if partition.offline_reason().is_some() {
+        return None;
+    }
+    match read_all(&partition.log) {
+        Ok(records) => Some(records),
+        Err(e) => {
+            partition.log.take_offline(&format!(
+                "{OFFSETS_TOPIC}-{} cannot be loaded: {e} (`tern log check` finds the damage, `tern log truncate` removes it)",
+                partition.index
+            ));
+            None
+        }
+    }
 }
 
 /// Every key/value in a partition log, oldest first (control batches skipped).

@@ -1,19 +1,35 @@
 //! The topics this broker hosts: names, ids, partition logs and per-topic config overrides.
 //!
-//! Topic metadata lives in `<data-dir>/.topics/<topic>.properties` (written atomically); partition
-//! logs live in `<data-dir>/<topic>-<partition>/` as in Kafka. A topic exists once its metadata file
-//! exists; partition directories without one are leftovers of an interrupted create/delete.
+//! On disk (see ARCHITECTURE.md, "The data directory"):
+//! - `<data-dir>/.topics/<topic>.properties` (`<topic id>.properties` for names too long for
+//!   that): a topic's name, id, partition count and config overrides, written atomically. While an operation is under way it also records it
+//!   (`pending.operation`), so that a crash halfway is rolled back (create, add partitions) or
+//!   finished (delete) at the next start, touching only what that operation created.
+//! - `<data-dir>/<topic>-<partition>/`: a partition log, with Kafka's `partition.metadata`
+//!   marker naming its topic id. The directories and their markers are the truth: metadata that
+//!   disagrees with them makes the topic offline (`Topic::offline`), never deletes a partition.
+//!
+//! Loading at start-up is in `topic_load.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tern_storage::{Log, LogConfig, StorageError};
 use uuid::Uuid;
 
-use crate::config::parse_properties;
+use crate::datadir::{self, DataDirError};
+use crate::now_ms;
+
+pub use crate::datadir::write_atomically;
+
+/// Kafka's internal topics (`Topic.isInternal`): clients may not produce to them.
+const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state", "__share_group_state"];
+/// Where topic metadata files live, inside the data directory.
+pub(crate) const TOPICS_DIR: &str = ".topics";
 
 /// One partition of a topic on this broker (always its leader while Tern is single-node).
 pub struct Partition {
@@ -23,6 +39,13 @@ pub struct Partition {
     pub leader_epoch: i32,
 }
 
+impl Partition {
+    /// Why this partition does not serve (its log is offline), `None` while it does.
+    pub fn offline_reason(&self) -> Option<String> {
+        self.log.offline_reason()
+    }
+}
+
 /// A topic: immutable snapshot; changes replace the `Arc<Topic>` in the registry.
 pub struct Topic {
     pub name: String,
@@ -30,6 +53,10 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<Arc<Partition>>,
     pub internal: bool,
+    /// Why the whole topic is offline: its metadata file and its partition directories
+    /// disagree (the reason names the files). Its partitions are then offline placeholders,
+    /// and it can be neither changed nor deleted until an operator repairs the files.
+    pub offline: Option<String>,
 }
 
 impl Topic {
@@ -48,10 +75,18 @@ pub enum TopicError {
     InvalidName(String),
     #[error("{0}")]
     InvalidPartitions(String),
+    #[error("Topic '{topic}' is offline: {reason}")]
+    Offline { topic: String, reason: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+}
+
+impl TopicError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> TopicError + '_ {
+        move |source| TopicError::DataDir(DataDirError::Io { path: path.to_path_buf(), source })
+    }
 }
 
 /// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -72,67 +107,77 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-pub struct TopicRegistry {
-    data_dir: PathBuf,
-    by_name: RwLock<HashMap<String, Arc<Topic>>>,
+/// Whether `name` is one of Kafka's internal topics.
+pub fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// An operation recorded in a topic's metadata file while it is under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// Creating the topic with this many partitions (`partitions` is still 0).
+    Create(i32),
+    /// Growing the topic to this many partitions.
+    AddPartitions(i32),
+    /// Deleting the topic.
+    Delete,
+}
+
+/// The content of a topic's metadata file.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+    pub pending: Option<Pending>,
+}
+
+impl TopicMeta {
+    pub(crate) fn encode(&self) -> String {
+        let mut text = format!(
+            "# Tern topic metadata. The partition directories' partition.metadata files must agree with it.\n\
+             topic.name={}\ntopic.id={}\npartitions={}\n",
+            self.name, self.id, self.partitions
+        );
+        match self.pending {
+            None => {}
+            Some(Pending::Create(n)) => text.push_str(&format!("pending.operation=create\npending.partitions={n}\n")),
+            Some(Pending::AddPartitions(n)) => {
+                text.push_str(&format!("pending.operation=add-partitions\npending.partitions={n}\n"))
+            }
+            Some(Pending::Delete) => text.push_str("pending.operation=delete\n"),
+        }
+        for (k, v) in &self.configs {
+            text.push_str(&format!("config.{k}={v}\n"));
+        }
+        text
+    }
+}
+
+/// The metadata file of a topic: named after the topic, or after its id when the name is too
+/// long for that (with `.properties.tmp`, Kafka's longest names exceed 255 bytes).
+pub(crate) fn meta_path(data_dir: &Path, name: &str, id: Uuid) -> PathBuf {
+    let file =
+        if name.len() <= MAX_NAME_FOR_META_FILE { format!("{name}.properties") } else { format!("{id}.properties") };
+    data_dir.join(TOPICS_DIR).join(file)
+}
+
+/// The longest topic name whose metadata file (and its temporary twin) fit in 255 bytes.
+const MAX_NAME_FOR_META_FILE: usize = 255 - ".properties.tmp".len();
+
+pub(crate) fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    data_dir.join(datadir::partition_dir_name(topic, index))
+}
+
+pub struct TopicRegistry {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) by_name: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Removes renamed (`-delete`) partition directories in the background.
+    pub(crate) remover: DirRemover,
 }
 
 impl TopicRegistry {
-    /// Loads every topic under `data_dir`, recovering each partition log. Blocking.
-    pub fn load(
-        data_dir: &Path,
-        log_config: impl Fn(&BTreeMap<String, String>) -> LogConfig,
-    ) -> Result<Self, TopicError> {
-        let meta_dir = data_dir.join(".topics");
-        fs::create_dir_all(&meta_dir)?;
-        let mut by_name = HashMap::new();
-        for entry in fs::read_dir(&meta_dir)? {
-            let path = entry?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".properties"))
-            else {
-                continue;
-            };
-            let props = parse_properties(&fs::read_to_string(&path)?);
-            let id = props.get("topic.id").and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(Uuid::new_v4);
-            let count: i32 = props.get("partitions").and_then(|s| s.parse().ok()).unwrap_or(1);
-            let configs: BTreeMap<String, String> = props
-                .iter()
-                .filter_map(|(k, v)| k.strip_prefix("config.").map(|k| (k.to_string(), v.clone())))
-                .collect();
-            let lc = log_config(&configs);
-            let mut partitions = Vec::new();
-            for index in 0..count {
-                partitions.push(Arc::new(open_partition(data_dir, name, index, &lc)?));
-            }
-            tracing::info!(topic = name, partitions = count, "loaded topic");
-            by_name.insert(
-                name.to_string(),
-                Arc::new(Topic { name: name.to_string(), id, configs, partitions, internal: name.starts_with("__") }),
-            );
-        }
-        // Remove partition directories that no topic owns (interrupted create or delete).
-        for entry in fs::read_dir(data_dir)? {
-            let entry = entry?;
-            let Some(dir_name) = entry.file_name().to_str().map(str::to_string) else { continue };
-            if !entry.file_type()?.is_dir() || dir_name.starts_with('.') {
-                continue;
-            }
-            let owned = dir_name.rsplit_once('-').is_some_and(|(t, p)| {
-                p.parse::<i32>()
-                    .is_ok_and(|p| by_name.get(t).is_some_and(|t: &Arc<Topic>| (p as usize) < t.partitions.len()))
-            });
-            if !owned {
-                tracing::warn!(dir = dir_name, "removing partition directory of no topic");
-                fs::remove_dir_all(entry.path())?;
-            }
-        }
-        Ok(TopicRegistry { data_dir: data_dir.to_path_buf(), by_name: RwLock::new(by_name) })
-    }
-
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
         self.by_name.read().unwrap().get(name).cloned()
     }
@@ -148,7 +193,9 @@ impl TopicRegistry {
         v
     }
 
-    /// Creates a topic. Blocking; callers serialise admin operations.
+    /// Creates a topic. Blocking; callers serialise admin operations. If it cannot complete,
+    /// everything it created is removed again (and a crash halfway is rolled back at the next
+    /// start).
     pub fn create(
         &self,
         name: &str,
@@ -160,47 +207,80 @@ impl TopicRegistry {
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
+        self.check_collision(name)?;
         if partitions < 1 {
             return Err(TopicError::InvalidPartitions("Number of partitions must be larger than 0.".into()));
         }
-        let id = Uuid::new_v4();
-        let mut parts = Vec::new();
-        for index in 0..partitions {
-            parts.push(Arc::new(open_partition(&self.data_dir, name, index, log_config)?));
+        let mut meta = TopicMeta {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions: 0,
+            configs,
+            pending: Some(Pending::Create(partitions)),
+        };
+        let path = meta_path(&self.data_dir, name, meta.id);
+        if path.exists() {
+            // Left by a deletion that could not finish; the next start finishes it.
+            return Err(TopicError::DataDir(DataDirError::Invalid {
+                path,
+                message: "exists already: an earlier deletion of this topic is unfinished (a restart finishes it)"
+                    .into(),
+            }));
+        }
+        self.write_meta(&meta)?;
+        let parts = self.create_partitions(&meta, 0..partitions, log_config)?;
+        meta.partitions = partitions;
+        meta.pending = None;
+        if let Err(e) = self.write_meta(&meta) {
+            let mut before = meta.clone();
+            before.partitions = 0;
+            self.roll_back(&before, parts, &e);
+            return Err(e);
         }
         let topic = Arc::new(Topic {
-            name: name.to_string(),
-            id,
-            configs,
+            name: meta.name,
+            id: meta.id,
+            configs: meta.configs,
             partitions: parts,
-            internal: name.starts_with("__"),
+            internal: is_internal(name),
+            offline: None,
         });
-        self.persist(&topic)?;
         self.by_name.write().unwrap().insert(name.to_string(), topic.clone());
         Ok(topic)
     }
 
-    /// Grows a topic to `total` partitions (never shrinks).
+    /// Grows a topic to `total` partitions (never shrinks); all or nothing, like `create`.
     pub fn add_partitions(&self, name: &str, total: i32, log_config: &LogConfig) -> Result<Arc<Topic>, TopicError> {
         let topic = self.get(name).ok_or_else(|| TopicError::UnknownTopic(name.into()))?;
+        check_online(&topic)?;
         let current = topic.partitions.len() as i32;
         if total <= current {
             return Err(TopicError::InvalidPartitions(format!(
                 "Topic currently has {current} partitions, which is higher than the requested {total}."
             )));
         }
-        let mut parts = topic.partitions.clone();
-        for index in current..total {
-            parts.push(Arc::new(open_partition(&self.data_dir, name, index, log_config)?));
+        let mut meta = meta_of(&topic);
+        meta.pending = Some(Pending::AddPartitions(total));
+        self.write_meta(&meta)?;
+        let added = self.create_partitions(&meta, current..total, log_config)?;
+        meta.partitions = total;
+        meta.pending = None;
+        if let Err(e) = self.write_meta(&meta) {
+            let mut before = meta.clone();
+            before.partitions = current;
+            self.roll_back(&before, added, &e);
+            return Err(e);
         }
+        let mut parts = topic.partitions.clone();
+        parts.extend(added);
         let topic = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
             configs: topic.configs.clone(),
             partitions: parts,
             internal: topic.internal,
+            offline: None,
         });
-        self.persist(&topic)?;
         self.by_name.write().unwrap().insert(name.to_string(), topic.clone());
         Ok(topic)
     }
@@ -213,14 +293,16 @@ impl TopicRegistry {
         log_config: &LogConfig,
     ) -> Result<(), TopicError> {
         let topic = self.get(name).ok_or_else(|| TopicError::UnknownTopic(name.into()))?;
+        check_online(&topic)?;
         let topic = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
             configs,
             partitions: topic.partitions.clone(),
             internal: topic.internal,
+            offline: None,
         });
-        self.persist(&topic)?;
+        self.write_meta(&meta_of(&topic))?;
         for p in &topic.partitions {
             p.log.update_config(log_config.clone());
         }
@@ -228,23 +310,53 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Deletes a topic: its metadata first (so a crash cannot resurrect it), then its logs.
-    pub fn delete(&self, name: &str) -> Result<(), TopicError> {
-        let topic = self.by_name.write().unwrap().remove(name).ok_or_else(|| TopicError::UnknownTopic(name.into()))?;
-        fs::remove_file(self.meta_path(name))?;
+    /// Deletes a topic. Once its metadata records the deletion (the commit point), the topic
+    /// is gone: every log is marked deleted under its writer lock (in-flight appends and
+    /// cleaning finish first, nothing starts after), each directory is renamed to Kafka's
+    /// delete name and removed in the background after `file.delete.delay.ms`. A re-created
+    /// topic gets a new id and new directories, so it can never open the old files.
+    pub fn delete(&self, name: &str, file_delete_delay_ms: i64) -> Result<(), TopicError> {
+        let topic = self.get(name).ok_or_else(|| TopicError::UnknownTopic(name.into()))?;
+        check_online(&topic)?;
+        let mut meta = meta_of(&topic);
+        meta.pending = Some(Pending::Delete);
+        self.write_meta(&meta)?;
+        self.by_name.write().unwrap().remove(name);
         for p in &topic.partitions {
-            let dir = partition_dir(&self.data_dir, name, p.index);
-            if let Err(e) = fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
+            p.log.mark_deleted();
+        }
+        let mut renamed = Vec::new();
+        let mut complete = true;
+        for p in &topic.partitions {
+            let from = partition_dir(&self.data_dir, name, p.index);
+            let to = self.data_dir.join(datadir::delete_dir_name(name, p.index));
+            match fs::rename(&from, &to) {
+                Ok(()) => renamed.push(to),
+                Err(e) => {
+                    complete = false;
+                    tracing::error!(dir = %from.display(), error = %e,
+                        "cannot rename a deleted partition's directory; the deletion is finished at the next start");
+                }
             }
         }
+        if let Err(e) = datadir::sync_dir(&self.data_dir) {
+            complete = false;
+            tracing::error!(dir = %self.data_dir.display(), error = %e, "cannot fsync the data directory");
+        }
+        if complete {
+            let path = meta_path(&self.data_dir, name, topic.id);
+            if let Err(e) = fs::remove_file(&path).and_then(|()| datadir::sync_dir(&self.data_dir.join(TOPICS_DIR))) {
+                tracing::error!(file = %path.display(), error = %e, "cannot remove a deleted topic's metadata file");
+            }
+        }
+        self.remover.remove_after(renamed, Duration::from_millis(file_delete_delay_ms.max(0) as u64));
         Ok(())
     }
 
-    /// Flushes and closes every log (graceful shutdown).
+    /// Flushes and closes every log (graceful shutdown). Offline logs are left as they are.
     pub fn close_all(&self) {
         for topic in self.all() {
-            for p in &topic.partitions {
+            for p in topic.partitions.iter().filter(|p| p.offline_reason().is_none()) {
                 if let Err(e) = p.log.close() {
                     tracing::error!(topic = topic.name, partition = p.index, error = %e, "close failed");
                 }
@@ -252,40 +364,195 @@ impl TopicRegistry {
         }
     }
 
-    fn meta_path(&self, name: &str) -> PathBuf {
-        self.data_dir.join(".topics").join(format!("{name}.properties"))
-    }
-
-    fn persist(&self, topic: &Topic) -> Result<(), TopicError> {
-        let mut text = format!("topic.id={}\npartitions={}\n", topic.id, topic.partitions.len());
-        for (k, v) in &topic.configs {
-            text.push_str(&format!("config.{k}={v}\n"));
+    /// Refuses a new topic whose name differs from an existing one's only in `.` versus `_`, as
+    /// Kafka does (metric names cannot tell them apart).
+    pub fn check_collision(&self, name: &str) -> Result<(), TopicError> {
+        if !name.contains(['.', '_']) {
+            return Ok(());
         }
-        write_atomically(&self.meta_path(&topic.name), text.as_bytes())?;
-        Ok(())
+        let unified = name.replace('.', "_");
+        match self.by_name.read().unwrap().keys().find(|other| other.replace('.', "_") == unified) {
+            Some(other) => {
+                Err(TopicError::InvalidName(format!("Topic '{name}' collides with existing topic: {other}")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn write_meta(&self, meta: &TopicMeta) -> Result<(), TopicError> {
+        let path = meta_path(&self.data_dir, &meta.name, meta.id);
+        write_atomically(&path, meta.encode().as_bytes()).map_err(TopicError::io(&path))
+    }
+
+    /// Creates partition directories `range` of a topic (marker first, then the log) and
+    /// fsyncs the data directory. On failure everything created here is removed again.
+    fn create_partitions(
+        &self,
+        meta: &TopicMeta,
+        range: std::ops::Range<i32>,
+        log_config: &LogConfig,
+    ) -> Result<Vec<Arc<Partition>>, TopicError> {
+        let first = range.start;
+        let mut parts = Vec::new();
+        let mut result = Ok(());
+        for index in range {
+            let dir = partition_dir(&self.data_dir, &meta.name, index);
+            if let Err((e, created)) = datadir::create_partition_dir(&dir, meta.id) {
+                // A directory that existed before is not ours to remove.
+                result = Err((TopicError::from(e), created.then_some(index)));
+                break;
+            }
+            match Log::open(&dir, log_config.clone(), now_ms()) {
+                Ok(log) => parts.push(Arc::new(Partition { topic: meta.name.clone(), index, log, leader_epoch: 0 })),
+                Err(e) => {
+                    result = Err((TopicError::from(e), Some(index)));
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            if let Err(e) = datadir::sync_dir(&self.data_dir) {
+                result = Err((TopicError::io(&self.data_dir)(e), None));
+            }
+        }
+        match result {
+            Ok(()) => Ok(parts),
+            Err((error, extra)) => {
+                let mut before = meta.clone();
+                before.partitions = first;
+                let mut created: Vec<i32> = parts.iter().map(|p| p.index).collect();
+                created.extend(extra);
+                drop(parts); // closes their files before the directories go
+                self.remove_created(&before, &created, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Undoes an operation whose partitions were all created but whose metadata could not be
+    /// written.
+    fn roll_back(&self, before: &TopicMeta, parts: Vec<Arc<Partition>>, error: &TopicError) {
+        let created: Vec<i32> = parts.iter().map(|p| p.index).collect();
+        drop(parts);
+        self.remove_created(before, &created, error);
+    }
+
+    /// Removes the partition directories an operation created and restores the metadata file
+    /// to `before` (removed if the operation was the topic's creation). What cannot be undone
+    /// now stays recorded in the metadata file and is undone at the next start.
+    fn remove_created(&self, before: &TopicMeta, created: &[i32], error: &TopicError) {
+        let mut removed = Vec::new();
+        let mut complete = true;
+        for &index in created {
+            let dir = partition_dir(&self.data_dir, &before.name, index);
+            match datadir::remove_partition_dir(&dir) {
+                Ok(()) => removed.push(dir.display().to_string()),
+                Err(e) => {
+                    complete = false;
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot remove a partition directory while rolling back");
+                }
+            }
+        }
+        complete &= datadir::sync_dir(&self.data_dir).is_ok();
+        if complete {
+            let restored = if before.partitions == 0 {
+                let path = meta_path(&self.data_dir, &before.name, before.id);
+                fs::remove_file(&path)
+                    .and_then(|()| datadir::sync_dir(&self.data_dir.join(TOPICS_DIR)))
+                    .map_err(TopicError::io(&path))
+            } else {
+                let mut meta = before.clone();
+                meta.pending = None;
+                self.write_meta(&meta)
+            };
+            if let Err(e) = restored {
+                complete = false;
+                tracing::error!(error = %e, "cannot restore a topic's metadata file while rolling back");
+            }
+        }
+        if complete {
+            tracing::warn!(topic = before.name, %error, ?removed, "topic operation failed; rolled back what it created");
+        } else {
+            tracing::error!(topic = before.name, %error, ?removed,
+                "topic operation failed and could not be rolled back completely; the rest is rolled back at the next start");
+        }
     }
 }
 
-fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{index}"))
+pub(crate) fn meta_of(topic: &Topic) -> TopicMeta {
+    TopicMeta {
+        name: topic.name.clone(),
+        id: topic.id,
+        partitions: topic.partitions.len() as i32,
+        configs: topic.configs.clone(),
+        pending: None,
+    }
 }
 
-fn open_partition(data_dir: &Path, topic: &str, index: i32, config: &LogConfig) -> Result<Partition, TopicError> {
-    let log = Log::open(&partition_dir(data_dir, topic, index), config.clone(), now_ms())?;
-    Ok(Partition { topic: topic.to_string(), index, log, leader_epoch: 0 })
+fn check_online(topic: &Topic) -> Result<(), TopicError> {
+    match &topic.offline {
+        None => Ok(()),
+        Some(reason) => Err(TopicError::Offline { topic: topic.name.clone(), reason: reason.clone() }),
+    }
 }
 
-/// Writes `path` so that a crash leaves either the old or the new content.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
+/// Removes `-delete` directories on a background thread, each once its delay has passed.
+pub(crate) struct DirRemover {
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<(PathBuf, std::time::Instant)>>>,
+}
+
+impl DirRemover {
+    pub(crate) fn new() -> DirRemover {
+        DirRemover { queue: std::sync::Mutex::new(None) }
     }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
+
+    pub(crate) fn remove_after(&self, dirs: Vec<PathBuf>, delay: Duration) {
+        if dirs.is_empty() {
+            return;
+        }
+        let due = std::time::Instant::now() + delay;
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = queue.get_or_insert_with(start_remover);
+        for dir in dirs {
+            if let Err(e) = tx.send((dir, due)) {
+                tracing::error!(dir = %e.0 .0.display(), "the directory remover is gone; the directory is removed at the next start");
+            }
+        }
     }
-    Ok(())
+}
+
+fn start_remover() -> std::sync::mpsc::Sender<(PathBuf, std::time::Instant)> {
+    let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, std::time::Instant)>();
+    let spawned = std::thread::Builder::new().name("delete-dirs".into()).spawn(move || {
+        let mut waiting: Vec<(PathBuf, std::time::Instant)> = Vec::new();
+        loop {
+            let now = std::time::Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(_, at)| *at <= now);
+            waiting = later;
+            for (dir, _) in due {
+                match datadir::remove_partition_dir(&dir) {
+                    Ok(()) => tracing::info!(dir = %dir.display(), "removed deleted partition directory"),
+                    Err(e) => tracing::error!(dir = %dir.display(), error = %e,
+                        "cannot remove deleted partition directory; retried at the next start"),
+                }
+            }
+            let next = waiting.iter().map(|(_, at)| *at).min();
+            let received = match next {
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(std::time::Instant::now())),
+                None => rx.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+            };
+            match (received, next) {
+                (Ok(item), _) => waiting.push(item),
+                (Err(std::sync::mpsc::RecvTimeoutError::Timeout), _) => {}
+                (Err(std::sync::mpsc::RecvTimeoutError::Disconnected), None) => return,
+                (Err(std::sync::mpsc::RecvTimeoutError::Disconnected), Some(at)) => {
+                    std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()))
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the directory remover; deleted directories are removed at the next start");
+    }
+    tx
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli_client;
+mod log_tool;
 mod serve;
 
 use anyhow::Result;
@@ -31,6 +32,9 @@ enum Command {
     /// Measure throughput and latency against a running broker.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check or truncate the partition logs of a stopped broker's data directory.
+    #[command(subcommand)]
+    Log(log_tool::LogCommand),
 }
 
 fn main() -> Result<()> {
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
             Command::Consume(args) => cli_client::consume(args).await,
             Command::Group(cmd) => cli_client::group(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Log(cmd) => log_tool::run(cmd),
         }
     })
 }

@@ -43,6 +43,7 @@ pub(crate) async fn create_topic(
     if let Some(existing) = broker.topics.get(name) {
         return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", existing.name)));
     }
+    broker.topics.check_collision(name).map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
     if validate_only {
         return Ok(None);
     }
@@ -165,9 +166,14 @@ pub(crate) async fn delete_topics(
                 let b = broker.clone();
                 let n = topic.name.clone();
                 drop(topic);
-                if let Err(e) = blocking(move || b.topics.delete(&n)).await {
+                // Kafka waits `log.segment.delete.delay.ms` before removing a deleted log's files.
+                let delay = broker.config.log_config(&BTreeMap::new()).file_delete_delay_ms;
+                if let Err(e) = blocking(move || b.topics.delete(&n, delay)).await {
+                    tracing::warn!(topic = name.as_deref().unwrap_or(""), error = %e, "topic deletion refused");
                     result.error_code = topic_error_code(&e).code();
-                    result.error_message = Some(str_bytes(&e.to_string()));
+                    if version >= 5 {
+                        result.error_message = Some(str_bytes(&e.to_string()));
+                    }
                 } else {
                     tracing::info!(topic = name.as_deref().unwrap_or(""), "deleted topic");
                 }

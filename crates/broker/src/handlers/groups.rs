@@ -48,7 +48,8 @@ fn opt_str_bytes(s: &Option<String>) -> Option<StrBytes> {
     s.as_deref().map(str_bytes)
 }
 
-/// The answer of a coordinator call that was dropped (the broker is shutting down).
+/// The answer of a coordinator call that was dropped (the broker is shutting down), or of a
+/// group whose `__consumer_offsets` partition is offline.
 const GONE: i16 = errors::COORDINATOR_NOT_AVAILABLE;
 
 pub(crate) fn find_coordinator(
@@ -59,22 +60,32 @@ pub(crate) fn find_coordinator(
     let node = BrokerId(broker.config.node_id());
     let host = str_bytes(&broker.config.advertised_host);
     let port = broker.config.advertised_port;
-    // This broker coordinates every group; transactions are not implemented yet.
-    let error_for =
-        |key_type: i8| if key_type == KEY_TYPE_GROUP { errors::NONE } else { errors::COORDINATOR_NOT_AVAILABLE };
-    let mut response = FindCoordinatorResponse::default();
-    let error = error_for(request.key_type);
-    if version < 4 {
-        response.error_code = error;
-        if error == errors::NONE {
-            response.node_id = node;
-            response.host = host;
-            response.port = port;
+    // This broker coordinates every group whose `__consumer_offsets` partition is online;
+    // transactions are not implemented yet.
+    let error_for = |key_type: i8, key: &str| {
+        if key_type != KEY_TYPE_GROUP {
+            Some("transactions are not supported by this broker")
+        } else if broker.groups.coordinator_unavailable(key) {
+            Some("the __consumer_offsets partition of this group is offline")
         } else {
-            response.node_id = BrokerId(-1);
-            response.port = -1;
-            if version >= 1 {
-                response.error_message = Some(str_bytes("transactions are not supported by this broker"));
+            None
+        }
+    };
+    let mut response = FindCoordinatorResponse::default();
+    if version < 4 {
+        match error_for(request.key_type, request.key.as_str()) {
+            None => {
+                response.node_id = node;
+                response.host = host;
+                response.port = port;
+            }
+            Some(message) => {
+                response.error_code = errors::COORDINATOR_NOT_AVAILABLE;
+                response.node_id = BrokerId(-1);
+                response.port = -1;
+                if version >= 1 {
+                    response.error_message = Some(str_bytes(message));
+                }
             }
         }
         return response;
@@ -83,13 +94,15 @@ pub(crate) fn find_coordinator(
         .coordinator_keys
         .into_iter()
         .map(|key| {
-            let c = Coordinator::default().with_key(key).with_error_code(error);
-            if error == errors::NONE {
-                c.with_node_id(node).with_host(host.clone()).with_port(port)
-            } else {
-                c.with_node_id(BrokerId(-1))
+            let error = error_for(request.key_type, key.as_str());
+            let c = Coordinator::default().with_key(key);
+            match error {
+                None => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                Some(message) => c
+                    .with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
+                    .with_node_id(BrokerId(-1))
                     .with_port(-1)
-                    .with_error_message(Some(str_bytes("transactions are not supported by this broker")))
+                    .with_error_message(Some(str_bytes(message))),
             }
         })
         .collect();
@@ -120,7 +133,10 @@ pub(crate) async fn join_group(
         client_host: format!("/{}", peer.ip()),
     };
     let member_id = req.member_id.clone();
-    let r = match broker.groups.call(|c, reply, now| c.join_group(req, reply, now)).await {
+    let unavailable = broker.groups.coordinator_unavailable(&req.group_id);
+    let answer =
+        if unavailable { None } else { broker.groups.call(|c, reply, now| c.join_group(req, reply, now)).await };
+    let r = match answer {
         Some(Response::JoinGroup(r)) => r,
         _ => group::JoinGroupResponse {
             error_code: GONE,
@@ -178,7 +194,10 @@ pub(crate) async fn sync_group(broker: &Arc<Broker>, request: SyncGroupRequest, 
         protocol_name: opt_string(&request.protocol_name),
         assignments: request.assignments.into_iter().map(|a| (string(&a.member_id), a.assignment)).collect(),
     };
-    let r = match broker.groups.call(|c, reply, now| c.sync_group(req, reply, now)).await {
+    let unavailable = broker.groups.coordinator_unavailable(&req.group_id);
+    let answer =
+        if unavailable { None } else { broker.groups.call(|c, reply, now| c.sync_group(req, reply, now)).await };
+    let r = match answer {
         Some(Response::SyncGroup(r)) => r,
         _ => group::SyncGroupResponse {
             error_code: GONE,
@@ -202,6 +221,9 @@ pub(crate) fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> Hear
         member_id: string(&request.member_id),
         group_instance_id: opt_string(&request.group_instance_id),
     };
+    if broker.groups.coordinator_unavailable(&req.group_id) {
+        return HeartbeatResponse::default().with_error_code(GONE);
+    }
     let r = broker.groups.query(|c, now| c.heartbeat(&req, now));
     HeartbeatResponse::default().with_error_code(r.error_code)
 }
@@ -220,7 +242,10 @@ pub(crate) async fn leave_group(broker: &Arc<Broker>, request: LeaveGroupRequest
             .collect()
     };
     let req = group::LeaveGroupRequest { group_id: string(&request.group_id.0), members };
-    let r = match broker.groups.call(|c, reply, now| c.leave_group(req, reply, now)).await {
+    let unavailable = broker.groups.coordinator_unavailable(&req.group_id);
+    let answer =
+        if unavailable { None } else { broker.groups.call(|c, reply, now| c.leave_group(req, reply, now)).await };
+    let r = match answer {
         Some(Response::LeaveGroup(r)) => r,
         _ => group::LeaveGroupResponse { error_code: GONE, members: Vec::new() },
     };
@@ -288,7 +313,10 @@ pub(crate) async fn offset_commit(
         retention_time_ms: if (2..=4).contains(&version) { request.retention_time_ms } else { -1 },
         topics: topics.clone(),
     };
-    let r = match broker.groups.call(|c, reply, now| c.offset_commit(req, reply, now)).await {
+    let unavailable = broker.groups.coordinator_unavailable(&req.group_id);
+    let answer =
+        if unavailable { None } else { broker.groups.call(|c, reply, now| c.offset_commit(req, reply, now)).await };
+    let r = match answer {
         Some(Response::OffsetCommit(r)) => r,
         _ => group::OffsetCommitResponse {
             topics: topics
@@ -337,6 +365,28 @@ fn fetch_one(
     topics: Option<Vec<group::TopicPartitions>>,
     require_stable: bool,
 ) -> group::OffsetFetchResponse {
+    if broker.groups.coordinator_unavailable(&group_id) {
+        // Versions before 2 have no group-level error: each partition asked for carries it.
+        let topics = topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| group::OffsetFetchTopic {
+                name: t.name,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|partition_index| group::OffsetFetchPartition {
+                        partition_index,
+                        committed_offset: -1,
+                        committed_leader_epoch: -1,
+                        metadata: String::new(),
+                        error_code: GONE,
+                    })
+                    .collect(),
+            })
+            .collect();
+        return group::OffsetFetchResponse { error_code: GONE, topics };
+    }
     let req = group::OffsetFetchRequest { group_id, topics, require_stable };
     broker.groups.query(|c, _| c.offset_fetch(&req))
 }
@@ -427,7 +477,10 @@ pub(crate) async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteReq
             })
             .collect(),
     };
-    let r = match broker.groups.call(|c, reply, now| c.offset_delete(req, reply, now)).await {
+    let unavailable = broker.groups.coordinator_unavailable(&req.group_id);
+    let answer =
+        if unavailable { None } else { broker.groups.call(|c, reply, now| c.offset_delete(req, reply, now)).await };
+    let r = match answer {
         Some(Response::OffsetDelete(r)) => r,
         _ => group::OffsetDeleteResponse { error_code: GONE, topics: Vec::new() },
     };
@@ -480,10 +533,24 @@ pub(crate) fn describe_groups(
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
-    let req = group::DescribeGroupsRequest { version, groups: request.groups.iter().map(|g| string(&g.0)).collect() };
-    let r = broker.groups.query(|c, _| c.describe_groups(&req));
+    let names: Vec<String> = request.groups.iter().map(|g| string(&g.0)).collect();
+    let (offline, online): (Vec<String>, Vec<String>) =
+        names.iter().cloned().partition(|g| broker.groups.coordinator_unavailable(g));
+    let req = group::DescribeGroupsRequest { version, groups: online };
+    let mut described = broker.groups.query(|c, _| c.describe_groups(&req)).groups;
+    described.extend(offline.into_iter().map(|group_id| group::DescribedGroup {
+        error_code: GONE,
+        error_message: Some("the __consumer_offsets partition of this group is offline".into()),
+        group_id,
+        group_state: String::new(),
+        protocol_type: String::new(),
+        protocol_data: String::new(),
+        members: Vec::new(),
+    }));
+    // In the order asked for.
+    described.sort_by_key(|g| names.iter().position(|n| *n == g.group_id));
     DescribeGroupsResponse::default().with_groups(
-        r.groups
+        described
             .into_iter()
             .map(|g| {
                 let mut described = DescribedGroup::default()
@@ -521,18 +588,24 @@ pub(crate) fn describe_groups(
 
 pub(crate) async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let names: Vec<String> = request.groups_names.iter().map(|g| string(&g.0)).collect();
-    let req = group::DeleteGroupsRequest { groups: names.clone() };
-    let r = match broker.groups.call(|c, reply, now| c.delete_groups(req, reply, now)).await {
-        Some(Response::DeleteGroups(r)) => r,
-        _ => group::DeleteGroupsResponse {
-            results: names
-                .into_iter()
-                .map(|group_id| group::DeleteGroupResult { group_id, error_code: GONE })
-                .collect(),
-        },
+    let (offline, online): (Vec<String>, Vec<String>) =
+        names.iter().cloned().partition(|g| broker.groups.coordinator_unavailable(g));
+    let gone = |groups: Vec<String>| -> Vec<group::DeleteGroupResult> {
+        groups.into_iter().map(|group_id| group::DeleteGroupResult { group_id, error_code: GONE }).collect()
     };
+    let mut results = if online.is_empty() {
+        Vec::new()
+    } else {
+        let req = group::DeleteGroupsRequest { groups: online.clone() };
+        match broker.groups.call(|c, reply, now| c.delete_groups(req, reply, now)).await {
+            Some(Response::DeleteGroups(r)) => r.results,
+            _ => gone(online),
+        }
+    };
+    results.extend(gone(offline));
+    results.sort_by_key(|g| names.iter().position(|n| *n == g.group_id));
     DeleteGroupsResponse::default().with_results(
-        r.results
+        results
             .into_iter()
             .map(|g| {
                 DeletableGroupResult::default()

@@ -1,4 +1,6 @@
-//! Metadata: brokers, topics and partition leadership (this broker leads everything).
+//! Metadata: brokers, topics and partition leadership (this broker leads everything it serves).
+//! A partition whose log is offline is shown as Kafka shows a partition whose only replica is
+//! on a failed log directory: LEADER_NOT_AVAILABLE, leader -1, the node in `offline_replicas`.
 
 use std::sync::Arc;
 
@@ -38,7 +40,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
         Some(t) => Some(t),
     };
     let Some(requested) = requested else {
-        response.topics = broker.topics.all().iter().map(|t| describe_topic(broker, t)).collect();
+        response.topics = broker.topics.all().iter().map(|t| describe_topic(broker, t, version)).collect();
         return response;
     };
     let auto_create = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
@@ -47,11 +49,11 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
             Some(name) => {
                 let name = name.0.as_str().to_string();
                 match broker.topics.get(&name) {
-                    Some(t) => describe_topic(broker, &t),
+                    Some(t) => describe_topic(broker, &t, version),
                     None if auto_create => {
                         let partitions = broker.config.num_partitions();
                         match create_topic(broker, &name, partitions, Default::default(), false).await {
-                            Ok(Some(t)) => describe_topic(broker, &t),
+                            Ok(Some(t)) => describe_topic(broker, &t, version),
                             Ok(None) => error_topic(Some(&name), Uuid::nil(), ResponseError::UnknownTopicOrPartition),
                             Err((code, _)) => error_topic(Some(&name), Uuid::nil(), code),
                         }
@@ -60,7 +62,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
                 }
             }
             None => match broker.topics.get_by_id(wanted.topic_id) {
-                Some(t) => describe_topic(broker, &t),
+                Some(t) => describe_topic(broker, &t, version),
                 None => error_topic(None, wanted.topic_id, ResponseError::UnknownTopicId),
             },
         };
@@ -73,9 +75,15 @@ fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
     MetadataResponseTopic::default().with_name(name.map(topic_name)).with_topic_id(id).with_error_code(error.code())
 }
 
-fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+fn describe_topic(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTopic {
     let node = BrokerId(broker.config.node_id());
+    let error = if topic.offline.is_some() && topic.partitions.is_empty() {
+        ResponseError::LeaderNotAvailable.code()
+    } else {
+        0
+    };
     MetadataResponseTopic::default()
+        .with_error_code(error)
         .with_name(Some(topic_name(&topic.name)))
         .with_topic_id(topic.id)
         .with_is_internal(topic.internal)
@@ -84,12 +92,22 @@ fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
                 .partitions
                 .iter()
                 .map(|p| {
-                    MetadataResponsePartition::default()
+                    let partition = MetadataResponsePartition::default()
                         .with_partition_index(p.index)
-                        .with_leader_id(node)
                         .with_leader_epoch(p.leader_epoch)
                         .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node])
+                        .with_isr_nodes(vec![node]);
+                    if p.offline_reason().is_none() {
+                        return partition.with_leader_id(node);
+                    }
+                    let partition = partition
+                        .with_error_code(ResponseError::LeaderNotAvailable.code())
+                        .with_leader_id(BrokerId(-1));
+                    if version >= 5 {
+                        partition.with_offline_replicas(vec![node])
+                    } else {
+                        partition
+                    }
                 })
                 .collect(),
         )

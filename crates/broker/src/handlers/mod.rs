@@ -110,15 +110,18 @@ pub(crate) async fn handle(
 }
 
 /// The partition a request names, checked the way every partition-level API checks it:
-/// UNKNOWN_TOPIC_OR_PARTITION if it does not exist here, then Kafka's check of the client's
-/// `current_leader_epoch` (-1: the client does not know it, or the API has none).
+/// UNKNOWN_TOPIC_OR_PARTITION if it does not exist here, KAFKA_STORAGE_ERROR if its log is
+/// offline, then Kafka's check of the client's `current_leader_epoch` (-1: the client does not
+/// know it, or the API has none).
 pub(crate) fn requested_partition(
     topic: Option<&Arc<Topic>>,
     index: i32,
     current_leader_epoch: i32,
 ) -> Result<&Arc<Partition>, ResponseError> {
     let partition = topic.and_then(|t| t.partition(index)).ok_or(ResponseError::UnknownTopicOrPartition)?;
-    if current_leader_epoch > partition.leader_epoch {
+    if partition.offline_reason().is_some() {
+        Err(ResponseError::KafkaStorageError)
+    } else if current_leader_epoch > partition.leader_epoch {
         Err(ResponseError::UnknownLeaderEpoch)
     } else if current_leader_epoch >= 0 && current_leader_epoch < partition.leader_epoch {
         Err(ResponseError::FencedLeaderEpoch)

@@ -45,6 +45,9 @@ fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceRespo
         .into_iter()
         .map(|t| {
             let topic = broker.topics.get(t.name.0.as_str());
+            if topic.as_ref().is_some_and(|t| t.internal) {
+                return refuse_internal(t);
+            }
             let partition_responses = t
                 .partition_data
                 .into_iter()
@@ -83,6 +86,33 @@ fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceRespo
             TopicProduceResponse::default().with_name(t.name).with_partition_responses(partition_responses)
         })
         .collect()
+}
+
+/// Kafka's answer to a client producing to an internal topic (ReplicaManager: only the broker
+/// itself writes `__consumer_offsets`, else anyone could forge offsets and group state).
+fn refuse_internal(t: kafka_protocol::messages::produce_request::TopicProduceData) -> TopicProduceResponse {
+    static LOGGED: crate::rate_limit::Every = crate::rate_limit::Every::new(60_000);
+    let message = format!("Cannot append to internal topic {}", t.name.0.as_str());
+    if LOGGED.ready() {
+        tracing::warn!(
+            topic = t.name.0.as_str(),
+            "produce refused: internal topic (further ones logged at most once a minute)"
+        );
+    }
+    let partition_responses = t
+        .partition_data
+        .iter()
+        .map(|pd| {
+            PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_error_code(ResponseError::InvalidTopicException.code())
+                .with_error_message(Some(str_bytes(&message)))
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1)
+        })
+        .collect();
+    TopicProduceResponse::default().with_name(t.name).with_partition_responses(partition_responses)
 }
 
 fn min_insync_replicas(broker: &Broker, topic: &crate::topics::Topic) -> i64 {
