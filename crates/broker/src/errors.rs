@@ -15,6 +15,8 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::DuplicateSequence(_) => ResponseError::DuplicateSequenceNumber,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::Io { .. } | StorageError::Offline { .. } => ResponseError::KafkaStorageError,
+        StorageError::Deleted { .. } => ResponseError::UnknownTopicOrPartition,
+        StorageError::Damaged { .. } => ResponseError::CorruptMessage,
         _ => ResponseError::UnknownServerError,
     }
 }

@@ -178,6 +178,9 @@ pub enum StorageError {
     /// skip or delete it (CORRUPT_MESSAGE for a read; the partition stays offline at open).
     #[error("{path}: {detail} at byte {position}")]
     Damaged { path: PathBuf, position: u64, detail: String },
+    /// The log's topic was deleted while the request was on its way (UNKNOWN_TOPIC_OR_PARTITION).
+    #[error("partition log {dir} was deleted")]
+    Deleted { dir: PathBuf },
     /// The log is offline: a write or fsync failed (the page cache can no longer be trusted), its
     /// files could not be opened as they are, or it was deleted (KAFKA_STORAGE_ERROR).
     #[error("partition log {dir} is offline: {reason}")]

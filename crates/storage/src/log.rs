@@ -80,6 +80,8 @@ pub struct Log {
     /// Why the log is offline, if it is: every operation then fails with
     /// [`StorageError::Offline`]. Set once, never cleared (a restart reopens the log).
     pub(crate) offline: RwLock<Option<String>>,
+    /// Set with `offline` by [`Log::mark_deleted`]: requests then learn the topic is gone.
+    pub(crate) deleted: std::sync::atomic::AtomicBool,
     /// The largest producer id seen in this log's batches (-1: none), so that ids stay unique
     /// even if the broker's own record of issued ids is lost.
     pub(crate) max_producer_id: AtomicI64,
@@ -134,6 +136,7 @@ impl Log {
             first_dirty: AtomicI64::new(0),
             cleaner: Mutex::new(CleanerState::default()),
             offline: RwLock::new(Some(reason)),
+            deleted: Default::default(),
             max_producer_id: AtomicI64::new(-1),
             refusals: Refusals::default(),
         }
@@ -142,6 +145,11 @@ impl Log {
     /// Why the log is offline, `None` while it serves.
     pub fn offline_reason(&self) -> Option<String> {
         self.offline.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether [`Log::mark_deleted`] was called.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Takes the log offline for good (until the process restarts): logged at ERROR once.
@@ -157,6 +165,7 @@ impl Log {
     pub(crate) fn check_online(&self) -> Result<()> {
         match &*self.offline.read().unwrap_or_else(|e| e.into_inner()) {
             None => Ok(()),
+            Some(_) if self.deleted.load(Ordering::Acquire) => Err(StorageError::Deleted { dir: self.dir.clone() }),
             Some(reason) => Err(StorageError::Offline { dir: self.dir.clone(), reason: reason.clone() }),
         }
     }
@@ -169,6 +178,7 @@ impl Log {
             let mut offline = self.offline.write().unwrap_or_else(|e| e.into_inner());
             if offline.is_none() {
                 *offline = Some("deleted".to_string());
+                self.deleted.store(true, Ordering::Release);
             }
         }
         drop(lock(&self.writer));

@@ -174,6 +174,7 @@ impl Log {
             first_dirty: AtomicI64::new(first_dirty),
             cleaner: Mutex::new(CleanerState::load(dir)),
             offline: RwLock::new(None),
+            deleted: Default::default(),
             max_producer_id: AtomicI64::new(max_producer_id),
             refusals: Default::default(),
         })

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use tern_broker::datadir::{self, DataDirLock, Marker};
-use tern_storage::{Log, LogConfig};
+use tern_storage::{Log, LogConfig, OnDamage};
 
 /// Record batch framing: base offset (8) + length (4); the length covers the rest.
 const LOG_OVERHEAD: u64 = 12;
@@ -239,6 +239,18 @@ fn check_partition(dir: &Path) -> Result<Report> {
     Ok(report)
 }
 
+/// Total size of a partition's segment files.
+fn segment_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        if entry.file_name().to_string_lossy().ends_with(".log") {
+            total += entry.metadata().with_context(|| format!("reading {}", entry.path().display()))?.len();
+        }
+    }
+    Ok(total)
+}
+
 fn truncate(args: TruncateArgs) -> Result<()> {
     let _lock = lock(&args.data_dir)?;
     let dir = args.data_dir.join(datadir::partition_dir_name(&args.topic, args.partition));
@@ -255,14 +267,26 @@ fn truncate(args: TruncateArgs) -> Result<()> {
         bail!("--to-offset must not be negative");
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let log = Log::open(&dir, LogConfig::default(), now).with_context(|| {
-        format!("opening {} (a log that cannot be opened cannot be truncated by this tool)", dir.display())
-    })?;
+    // A log the broker refuses to open is cut at its damage here (each drop logged at ERROR),
+    // then truncated further if asked.
+    let on_disk = segment_bytes(&dir)?;
+    let log = Log::open_with(&dir, LogConfig::default(), now, OnDamage::Truncate)
+        .with_context(|| format!("opening {}", dir.display()))?;
     let (start, end, bytes, segments) =
         (log.log_start_offset(), log.log_end_offset(), log.size_bytes(), log.segment_base_offsets());
+    if bytes < on_disk {
+        println!(
+            "{}: damaged: cut at its damage, dropping {} bytes (what they held is in the ERROR lines above); \
+             the log now ends at offset {end}",
+            dir.display(),
+            on_disk - bytes
+        );
+    }
     if args.to_offset >= end {
         log.close()?;
-        println!("{}: nothing dropped: the log ends at offset {end}", dir.display());
+        if bytes == on_disk {
+            println!("{}: nothing dropped: the log ends at offset {end}", dir.display());
+        }
         return Ok(());
     }
     log.truncate_to(args.to_offset).with_context(|| format!("truncating {}", dir.display()))?;

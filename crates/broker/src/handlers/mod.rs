@@ -119,7 +119,10 @@ pub(crate) fn requested_partition(
     current_leader_epoch: i32,
 ) -> Result<&Arc<Partition>, ResponseError> {
     let partition = topic.and_then(|t| t.partition(index)).ok_or(ResponseError::UnknownTopicOrPartition)?;
-    if partition.offline_reason().is_some() {
+    if partition.log.is_deleted() {
+        // A request that looked the topic up just before it was deleted.
+        Err(ResponseError::UnknownTopicOrPartition)
+    } else if partition.offline_reason().is_some() {
         Err(ResponseError::KafkaStorageError)
     } else if current_leader_epoch > partition.leader_epoch {
         Err(ResponseError::UnknownLeaderEpoch)
@@ -134,6 +137,8 @@ pub(crate) fn requested_partition(
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down and this task goes with it.
+        Err(_) => std::future::pending().await,
     }
 }
