@@ -20,9 +20,11 @@ mod log;
 mod ops;
 mod producers;
 mod segment;
+mod validate;
 
 pub use crate::cleaner::{CleanStats, CleanerOptions, CrashPoint};
 pub use crate::log::Log;
+pub use crate::validate::{inspect_produced, ProducedBatches, MAX_EXPANSION};
 
 /// How record timestamps are assigned (`message.timestamp.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,72 @@ impl CleanupPolicy {
         }
         p
     }
+}
+
+/// A Kafka record-batch compression codec (the low three bits of a batch's attributes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None = 0,
+    Gzip = 1,
+    Snappy = 2,
+    Lz4 = 3,
+    Zstd = 4,
+}
+
+impl Codec {
+    pub fn from_id(id: i16) -> Option<Codec> {
+        Some(match id {
+            0 => Codec::None,
+            1 => Codec::Gzip,
+            2 => Codec::Snappy,
+            3 => Codec::Lz4,
+            4 => Codec::Zstd,
+            _ => return None,
+        })
+    }
+}
+
+/// `compression.type`: the codec batches are stored with. `Producer` keeps whatever the
+/// producer used; any other value makes the broker recompress batches that differ, as Kafka
+/// does (`uncompressed` is Kafka's name for [`Codec::None`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionType {
+    Producer,
+    Codec(Codec),
+}
+
+impl CompressionType {
+    /// Kafka's names: `producer`, `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`.
+    pub fn parse(value: &str) -> Option<CompressionType> {
+        Some(match value.trim() {
+            "producer" => CompressionType::Producer,
+            "uncompressed" => CompressionType::Codec(Codec::None),
+            "gzip" => CompressionType::Codec(Codec::Gzip),
+            "snappy" => CompressionType::Codec(Codec::Snappy),
+            "lz4" => CompressionType::Codec(Codec::Lz4),
+            "zstd" => CompressionType::Codec(Codec::Zstd),
+            _ => return None,
+        })
+    }
+    /// The codec a batch compressed with `source` is stored with.
+    pub fn target(self, source: Codec) -> Codec {
+        match self {
+            CompressionType::Producer => source,
+            CompressionType::Codec(c) => c,
+        }
+    }
+}
+
+/// Who is appending, as Kafka's `AppendOrigin`: batches from clients get the checks Kafka
+/// applies only to client input (one batch per request, base offset 0, no control batches, a
+/// sequence with every producer id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// The broker's own records, e.g. the group coordinator's writes to `__consumer_offsets`.
+    Coordinator,
+    /// A produce request. Producer ids at or above `producer_ids_below` were never handed out
+    /// by this broker (InitProducerId).
+    Client { producer_ids_below: i64 },
 }
 
 /// Per-log settings, named after Kafka's topic configs; `Default` gives Kafka's defaults.
@@ -107,6 +175,8 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms` (a broker setting): producer state is forgotten this long
     /// after the producer's last write.
     pub producer_id_expiration_ms: i64,
+    /// `compression.type`: batches whose codec differs are recompressed on append.
+    pub compression: CompressionType,
 }
 
 impl Default for LogConfig {
@@ -133,6 +203,7 @@ impl Default for LogConfig {
             segment_jitter_ms: 0,
             file_delete_delay_ms: 60_000,
             producer_id_expiration_ms: 86_400_000,
+            compression: CompressionType::Producer,
         }
     }
 }
@@ -156,6 +227,19 @@ pub enum StorageError {
     /// (INVALID_PRODUCER_EPOCH).
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// Records refused one by one (Kafka's `RecordValidationException`, INVALID_RECORD): e.g. a
+    /// record without a key under `cleanup.policy=compact`, or a header key that is not UTF-8.
+    /// `records` are KIP-467's record errors (index in the batch, reason).
+    #[error("{message}")]
+    InvalidRecords { message: String, records: Vec<RecordError> },
+    /// A record timestamp outside `message.timestamp.before.max.ms`/`after.max.ms`, or a
+    /// producer claiming LogAppendTime (INVALID_TIMESTAMP), with the records concerned.
+    #[error("{message}")]
+    InvalidTimestamp { message: String, records: Vec<RecordError> },
+    /// An idempotent batch carrying a producer id this broker never issued
+    /// (UNKNOWN_PRODUCER_ID).
+    #[error("unknown producer id: {0}")]
+    UnknownProducerId(String),
     /// A request mixing an already written batch with new ones (DUPLICATE_SEQUENCE_NUMBER).
     #[error("duplicate sequence: {0}")]
     DuplicateSequence(String),
@@ -179,6 +263,13 @@ pub enum StorageError {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One refused record of a batch (KIP-467): its index in the batch and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
+}
 
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
