@@ -6,6 +6,7 @@ pub mod config;
 mod errors;
 mod groups;
 mod handlers;
+mod log_throttle;
 pub mod offsets_topic;
 mod producer_ids;
 mod server;
