@@ -31,7 +31,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tern_group::{self as group, errors, Response};
 
-use super::metadata::{str_bytes, topic_name};
+use super::metadata::{str_bytes, topic_name, GROUP_OPERATIONS};
 use crate::log_throttle::LogThrottle;
 use crate::Broker;
 
@@ -538,6 +538,10 @@ pub(crate) fn describe_groups(
                     );
                 if version >= 6 {
                     described.error_message = opt_str_bytes(&g.error_message);
+                }
+                // As Kafka: only for groups described without error.
+                if version >= 3 && request.include_authorized_operations && g.error_code == errors::NONE {
+                    described.authorized_operations = GROUP_OPERATIONS;
                 }
                 described
             })
