@@ -302,7 +302,7 @@ pub(crate) fn rebuild(
     out
 }
 
-fn read_varlong(b: &mut &[u8]) -> Result<i64> {
+pub(crate) fn read_varlong(b: &mut &[u8]) -> Result<i64> {
     let mut v: u64 = 0;
     for shift in (0..70).step_by(7) {
         let Some((&byte, rest)) = b.split_first() else {
@@ -320,7 +320,7 @@ fn read_varlong(b: &mut &[u8]) -> Result<i64> {
     Err(corrupt("varint too long".into()))
 }
 
-fn read_varint(b: &mut &[u8]) -> Result<i32> {
+pub(crate) fn read_varint(b: &mut &[u8]) -> Result<i32> {
     let v = read_varlong(b)?;
     i32::try_from(v).map_err(|_| corrupt("varint out of i32 range".into()))
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 mod batch;
 mod cleaner;
+mod compress;
 mod decompress;
 mod epoch;
 mod index;
