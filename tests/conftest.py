@@ -24,6 +24,9 @@ sys.path.insert(0, str(HERE / "compat"))
 import wire  # noqa: E402
 
 HOST = "127.0.0.1"
+# Settings every test broker gets unless a test overrides them (None removes one): the first
+# member of a new group is not kept waiting for others (Kafka's default is 3000 ms).
+DEFAULT_SETTINGS = {"group.initial.rebalance.delay.ms": "0"}
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
@@ -67,7 +70,7 @@ class Broker:
     def __init__(self, data_dir: Path, log_dir: Path, settings=None, config_file=None, port=None, name="tern"):
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
-        self.settings = dict(settings or {})
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.config_file = config_file
         self.port = port or free_port()
         self.name = name
@@ -93,7 +96,8 @@ class Broker:
         if self.config_file:
             cmd += ["--config", str(self.config_file)]
         for k, v in self.settings.items():
-            cmd += ["--set", f"{k}={v}"]
+            if v is not None:
+                cmd += ["--set", f"{k}={v}"]
         return cmd
 
     def start(self):

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tern_storage::{CleanupPolicy, LogConfig, TimestampType};
+use tern_storage::{CleanupPolicy, CompressionType, LogConfig, TimestampType};
 
 /// A configuration problem, reported to clients as INVALID_CONFIG.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,38 +33,70 @@ pub struct TopicConfigDef {
     pub broker_key: Option<&'static str>,
     /// Allowed values for enumerations.
     pub choices: &'static [&'static str],
+    /// Kafka's validator for numbers: the smallest and largest value accepted.
+    pub range: (f64, f64),
 }
 
 const LONG_MAX: &str = "9223372036854775807";
+const ANY: (f64, f64) = (f64::NEG_INFINITY, f64::INFINITY);
+
+const fn at_least(min: f64) -> (f64, f64) {
+    (min, f64::INFINITY)
+}
 
 macro_rules! topic_config {
     ($name:expr, $kind:ident, $default:expr, $broker:expr) => {
-        topic_config!($name, $kind, $default, $broker, &[])
+        topic_config!($name, $kind, $default, $broker, &[], ANY)
+    };
+    ($name:expr, $kind:ident, $default:expr, $broker:expr, range $range:expr) => {
+        topic_config!($name, $kind, $default, $broker, &[], $range)
     };
     ($name:expr, $kind:ident, $default:expr, $broker:expr, $choices:expr) => {
+        topic_config!($name, $kind, $default, $broker, $choices, ANY)
+    };
+    ($name:expr, $kind:ident, $default:expr, $broker:expr, $choices:expr, $range:expr) => {
         TopicConfigDef {
             name: $name,
             kind: ConfigType::$kind,
             default: $default,
             broker_key: $broker,
             choices: $choices,
+            range: $range,
         }
     };
 }
 
-/// Every topic config Tern accepts, as in Kafka's `TopicConfig`.
+/// Kafka's `compression.type` values.
+pub const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+
+/// Every topic config Tern accepts, as in Kafka's `TopicConfig`, with Kafka's validators
+/// (`LogConfig`). Each is honoured; `min.insync.replicas` and `unclean.leader.election.enable`
+/// concern replicas, of which a single node has one (acks=-1 with `min.insync.replicas` > 1 is
+/// refused with NOT_ENOUGH_REPLICAS).
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     topic_config!("cleanup.policy", List, "delete", Some("log.cleanup.policy"), &["delete", "compact"]),
-    topic_config!("compression.type", String, "producer", Some("compression.type"), &["producer"]),
-    topic_config!("delete.retention.ms", Long, "86400000", Some("log.cleaner.delete.retention.ms")),
-    topic_config!("file.delete.delay.ms", Long, "60000", Some("log.segment.delete.delay.ms")),
-    topic_config!("flush.messages", Long, LONG_MAX, Some("log.flush.interval.messages")),
-    topic_config!("flush.ms", Long, LONG_MAX, Some("log.flush.interval.ms")),
-    topic_config!("index.interval.bytes", Int, "4096", Some("log.index.interval.bytes")),
-    topic_config!("max.compaction.lag.ms", Long, LONG_MAX, Some("log.cleaner.max.compaction.lag.ms")),
-    topic_config!("max.message.bytes", Int, "1048588", Some("message.max.bytes")),
-    topic_config!("message.timestamp.after.max.ms", Long, LONG_MAX, Some("log.message.timestamp.after.max.ms")),
-    topic_config!("message.timestamp.before.max.ms", Long, LONG_MAX, Some("log.message.timestamp.before.max.ms")),
+    topic_config!("compression.type", String, "producer", Some("compression.type"), COMPRESSION_TYPES),
+    topic_config!("delete.retention.ms", Long, "86400000", Some("log.cleaner.delete.retention.ms"), range at_least(0.0)),
+    topic_config!("file.delete.delay.ms", Long, "60000", Some("log.segment.delete.delay.ms"), range at_least(0.0)),
+    topic_config!("flush.messages", Long, LONG_MAX, Some("log.flush.interval.messages"), range at_least(1.0)),
+    topic_config!("flush.ms", Long, LONG_MAX, Some("log.flush.interval.ms"), range at_least(0.0)),
+    topic_config!("index.interval.bytes", Int, "4096", Some("log.index.interval.bytes"), range at_least(0.0)),
+    topic_config!("max.compaction.lag.ms", Long, LONG_MAX, Some("log.cleaner.max.compaction.lag.ms"), range at_least(1.0)),
+    topic_config!("max.message.bytes", Int, "1048588", Some("message.max.bytes"), range at_least(0.0)),
+    topic_config!(
+        "message.timestamp.after.max.ms",
+        Long,
+        LONG_MAX,
+        Some("log.message.timestamp.after.max.ms"),
+        range at_least(0.0)
+    ),
+    topic_config!(
+        "message.timestamp.before.max.ms",
+        Long,
+        LONG_MAX,
+        Some("log.message.timestamp.before.max.ms"),
+        range at_least(0.0)
+    ),
     topic_config!(
         "message.timestamp.type",
         String,
@@ -72,16 +104,16 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some("log.message.timestamp.type"),
         &["CreateTime", "LogAppendTime"]
     ),
-    topic_config!("min.cleanable.dirty.ratio", Double, "0.5", Some("log.cleaner.min.cleanable.ratio")),
-    topic_config!("min.compaction.lag.ms", Long, "0", Some("log.cleaner.min.compaction.lag.ms")),
-    topic_config!("min.insync.replicas", Int, "1", Some("min.insync.replicas")),
+    topic_config!("min.cleanable.dirty.ratio", Double, "0.5", Some("log.cleaner.min.cleanable.ratio"), &[], (0.0, 1.0)),
+    topic_config!("min.compaction.lag.ms", Long, "0", Some("log.cleaner.min.compaction.lag.ms"), range at_least(0.0)),
+    topic_config!("min.insync.replicas", Int, "1", Some("min.insync.replicas"), range at_least(1.0)),
     topic_config!("preallocate", Boolean, "false", Some("log.preallocate")),
     topic_config!("retention.bytes", Long, "-1", Some("log.retention.bytes")),
-    topic_config!("retention.ms", Long, "604800000", Some("log.retention.ms")),
-    topic_config!("segment.bytes", Int, "1073741824", Some("log.segment.bytes")),
-    topic_config!("segment.index.bytes", Int, "10485760", Some("log.index.size.max.bytes")),
-    topic_config!("segment.jitter.ms", Long, "0", Some("log.roll.jitter.ms")),
-    topic_config!("segment.ms", Long, "604800000", Some("log.roll.ms")),
+    topic_config!("retention.ms", Long, "604800000", Some("log.retention.ms"), range at_least(-1.0)),
+    topic_config!("segment.bytes", Int, "1073741824", Some("log.segment.bytes"), range at_least(14.0)),
+    topic_config!("segment.index.bytes", Int, "10485760", Some("log.index.size.max.bytes"), range at_least(4.0)),
+    topic_config!("segment.jitter.ms", Long, "0", Some("log.roll.jitter.ms"), range at_least(0.0)),
+    topic_config!("segment.ms", Long, "604800000", Some("log.roll.ms"), range at_least(1.0)),
     topic_config!("unclean.leader.election.enable", Boolean, "false", Some("unclean.leader.election.enable")),
 ];
 
@@ -89,78 +121,188 @@ pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
-/// Broker settings that are not topic defaults, with Kafka's defaults.
-pub const BROKER_DEFAULTS: &[(&str, &str)] = &[
-    ("node.id", "1"),
-    ("auto.create.topics.enable", "true"),
-    ("num.partitions", "1"),
-    ("default.replication.factor", "1"),
-    ("delete.topic.enable", "true"),
-    ("socket.request.max.bytes", "104857600"),
-    ("log.retention.check.interval.ms", "300000"),
-    ("log.flush.scheduler.interval.ms", LONG_MAX),
+/// A broker setting that is not a topic default: Kafka's name, type, default (None: unset
+/// unless given) and the values accepted here.
+pub struct BrokerConfigDef {
+    pub name: &'static str,
+    pub kind: ConfigType,
+    pub default: Option<&'static str>,
+    /// For strings: the only values accepted (empty: any).
+    pub choices: &'static [&'static str],
+    pub range: (f64, f64),
+    /// Why values outside `choices`/`range` that Kafka would accept are refused here.
+    pub why: &'static str,
+}
+
+macro_rules! broker_config {
+    ($name:expr, $kind:ident, $default:expr) => {
+        broker_config!($name, $kind, $default, ANY, &[], "")
+    };
+    ($name:expr, $kind:ident, $default:expr, $range:expr) => {
+        broker_config!($name, $kind, $default, $range, &[], "")
+    };
+    ($name:expr, $kind:ident, $default:expr, $range:expr, $choices:expr, $why:expr) => {
+        BrokerConfigDef {
+            name: $name,
+            kind: ConfigType::$kind,
+            default: $default,
+            choices: $choices,
+            range: $range,
+            why: $why,
+        }
+    };
+}
+
+/// Kafka's default `listener.security.protocol.map`.
+pub const DEFAULT_PROTOCOL_MAP: &str = "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL";
+
+/// Every broker setting Tern knows besides the broker synonyms of [`TOPIC_CONFIGS`], with
+/// Kafka's defaults and validators; all are honoured. This table and `TOPIC_CONFIGS` are the
+/// one place a setting becomes known: any other key is listed at start-up as unused.
+pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
+    broker_config!("node.id", Int, Some("1"), (0.0, i32::MAX as f64)),
+    // Checked together in `BrokerConfig::new`: one PLAINTEXT listener.
+    broker_config!("listeners", String, None),
+    broker_config!("advertised.listeners", String, None),
+    broker_config!("listener.security.protocol.map", List, Some(DEFAULT_PROTOCOL_MAP)),
+    // The data directory (`tern serve` reads these: one directory).
+    broker_config!("log.dirs", String, None),
+    broker_config!("log.dir", String, None),
+    broker_config!("auto.create.topics.enable", Boolean, Some("true")),
+    broker_config!("num.partitions", Int, Some("1"), at_least(1.0)),
+    broker_config!(
+        "default.replication.factor",
+        Int,
+        Some("1"),
+        (1.0, 1.0),
+        &[],
+        "this is a single-node cluster: every partition has exactly one replica"
+    ),
+    broker_config!(
+        "delete.topic.enable",
+        Boolean,
+        Some("true"),
+        ANY,
+        &["true"],
+        "topics can always be deleted on this broker"
+    ),
+    broker_config!(
+        "authorizer.class.name",
+        String,
+        Some(""),
+        ANY,
+        &[""],
+        "no authorizer is implemented, so every client would be allowed everything"
+    ),
+    broker_config!("socket.request.max.bytes", Int, Some("104857600"), at_least(1.0)),
+    broker_config!("queued.max.requests", Int, Some("500"), at_least(1.0)),
+    broker_config!("log.retention.check.interval.ms", Long, Some("300000"), at_least(1.0)),
+    broker_config!("log.retention.minutes", Int, None),
+    broker_config!("log.retention.hours", Int, Some("168")),
+    broker_config!("log.roll.hours", Int, Some("168"), at_least(1.0)),
+    broker_config!("log.flush.scheduler.interval.ms", Long, Some(LONG_MAX)),
     // The log cleaner (compaction of `cleanup.policy=compact` topics).
-    ("log.cleaner.enable", "true"),
-    ("log.cleaner.backoff.ms", "15000"),
-    ("log.cleaner.dedupe.buffer.size", "134217728"),
-    ("queued.max.requests", "500"),
-    ("producer.id.expiration.ms", "86400000"),
+    broker_config!("log.cleaner.enable", Boolean, Some("true")),
+    broker_config!("log.cleaner.backoff.ms", Long, Some("15000"), at_least(0.0)),
+    broker_config!("log.cleaner.dedupe.buffer.size", Long, Some("134217728"), at_least(0.0)),
+    broker_config!("producer.id.expiration.ms", Int, Some("86400000"), at_least(1.0)),
     // Group coordinator and `__consumer_offsets`.
-    ("offsets.topic.num.partitions", "50"),
-    ("offsets.topic.segment.bytes", "104857600"),
-    ("offsets.retention.minutes", "10080"),
-    ("offsets.retention.check.interval.ms", "600000"),
-    ("group.min.session.timeout.ms", "6000"),
-    ("group.max.session.timeout.ms", "1800000"),
-    ("group.initial.rebalance.delay.ms", "3000"),
-    ("group.max.size", "2147483647"),
+    broker_config!("offsets.topic.num.partitions", Int, Some("50"), (1.0, 10_000.0)),
+    broker_config!("offsets.topic.segment.bytes", Int, Some("104857600"), at_least(1.0)),
+    broker_config!("offsets.retention.minutes", Int, Some("10080"), at_least(1.0)),
+    broker_config!("offsets.retention.check.interval.ms", Long, Some("600000"), at_least(1.0)),
+    broker_config!("group.min.session.timeout.ms", Int, Some("6000")),
+    broker_config!("group.max.session.timeout.ms", Int, Some("1800000")),
+    broker_config!("group.initial.rebalance.delay.ms", Int, Some("3000"), at_least(0.0)),
+    broker_config!("group.max.size", Int, Some("2147483647"), at_least(1.0)),
 ];
+
+pub fn broker_config_def(name: &str) -> Option<&'static BrokerConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Checks `value` against a config's type, enumeration and range, as Kafka's `ConfigDef`.
+fn check_value(
+    name: &str,
+    kind: ConfigType,
+    choices: &[&str],
+    range: (f64, f64),
+    value: &str,
+) -> Result<(), ConfigError> {
+    let v = value.trim();
+    let bad = |why: String| ConfigError(format!("Invalid value {value} for configuration {name}: {why}"));
+    let number = match kind {
+        ConfigType::Long => Some(v.parse::<i64>().map_err(|_| bad("Not a number of type LONG".into()))? as f64),
+        ConfigType::Int => Some(v.parse::<i32>().map_err(|_| bad("Not a number of type INT".into()))? as f64),
+        ConfigType::Double => Some(
+            v.parse::<f64>().ok().filter(|d| d.is_finite()).ok_or_else(|| bad("Not a number of type DOUBLE".into()))?,
+        ),
+        ConfigType::Boolean => {
+            if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
+                return Err(bad("Expected value to be either true or false".into()));
+            }
+            None
+        }
+        ConfigType::String => {
+            if !choices.is_empty() && !choices.contains(&v) {
+                return Err(bad(format!("String must be one of: {}", choices.join(", "))));
+            }
+            None
+        }
+        ConfigType::List => {
+            for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if !choices.is_empty() && !choices.contains(&item) {
+                    return Err(bad(format!("Invalid value {item}; must be one of: {}", choices.join(", "))));
+                }
+            }
+            None
+        }
+    };
+    if let Some(n) = number {
+        let (min, max) = range;
+        if n < min {
+            return Err(bad(format!("Value must be at least {min}")));
+        }
+        if n > max {
+            return Err(bad(format!("Value must be no more than {max}")));
+        }
+    }
+    Ok(())
+}
 
 /// Checks that `value` is acceptable for the topic config `name`.
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
     let def = topic_config_def(name).ok_or_else(|| ConfigError(format!("Unknown topic config name: {name}")))?;
-    let bad = || ConfigError(format!("Invalid value {value} for configuration {name}"));
-    match def.kind {
-        ConfigType::Long => {
-            value.trim().parse::<i64>().map_err(|_| bad())?;
-        }
-        ConfigType::Int => {
-            value.trim().parse::<i32>().map_err(|_| bad())?;
-        }
-        ConfigType::Double => {
-            value.trim().parse::<f64>().map_err(|_| bad())?;
-        }
-        ConfigType::Boolean => {
-            if !matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "false") {
-                return Err(bad());
-            }
-        }
-        ConfigType::String => {
-            if !def.choices.is_empty() && !def.choices.contains(&value.trim()) {
-                return Err(ConfigError(format!(
-                    "Invalid value {value} for configuration {name}: String must be one of: {}",
-                    def.choices.join(", ")
-                )));
-            }
-        }
-        ConfigType::List => {
-            for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                if !def.choices.is_empty() && !def.choices.contains(&item) {
-                    return Err(bad());
-                }
-            }
-        }
+    check_value(name, def.kind, def.choices, def.range, value)
+}
+
+/// Checks one broker setting: `Ok(true)` if Tern knows and accepts it, `Ok(false)` if it is not
+/// a setting Tern knows (it is then not used, and listed at start-up), an error naming the key
+/// if the value is refused.
+pub fn check_broker_setting(key: &str, value: &str) -> Result<bool, ConfigError> {
+    if let Some(def) = TOPIC_CONFIGS.iter().find(|d| d.broker_key == Some(key)) {
+        check_value(key, def.kind, def.choices, def.range, value)?;
+        return Ok(true);
     }
-    match name {
-        "segment.bytes" if value.trim().parse::<i64>().unwrap_or(0) < 14 => Err(bad()),
-        "max.message.bytes" | "index.interval.bytes" | "segment.index.bytes" | "min.insync.replicas"
-            if value.trim().parse::<i64>().unwrap_or(0) < 1 =>
-        {
-            Err(bad())
-        }
-        "segment.ms" | "flush.ms" | "flush.messages" if value.trim().parse::<i64>().unwrap_or(0) < 1 => Err(bad()),
-        _ => Ok(()),
+    let Some(def) = broker_config_def(key) else { return Ok(false) };
+    if def.why.is_empty() {
+        check_value(key, def.kind, def.choices, def.range, value)?;
+        return Ok(true);
     }
+    // Kafka's type check first; then what Tern supports, saying why.
+    check_value(key, def.kind, &[], ANY, value)?;
+    let chosen = def.choices.is_empty() || def.choices.iter().any(|c| c.eq_ignore_ascii_case(value.trim()));
+    if chosen && check_value(key, def.kind, &[], def.range, value).is_ok() {
+        return Ok(true);
+    }
+    let allowed = if !def.choices.is_empty() {
+        def.choices.iter().map(|c| if c.is_empty() { "an empty value" } else { c }).collect::<Vec<_>>().join(", ")
+    } else if def.range.0 == def.range.1 {
+        def.range.0.to_string()
+    } else {
+        format!("values from {} to {}", def.range.0, def.range.1)
+    };
+    Err(ConfigError(format!("Invalid value {value} for configuration {key}: only {allowed} is supported: {}", def.why)))
 }
 
 /// Where a config value came from, as DescribeConfigs reports it.
@@ -184,23 +326,30 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Checks every setting (see [`check_broker_setting`]; unknown keys are kept and reported
+    /// by [`BrokerConfig::unused_keys`]) and the listeners.
     pub fn new(listen: SocketAddr, data_dir: PathBuf, props: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        for (key, value) in &props {
+            check_broker_setting(key, value)?;
+        }
+        let map = props.get("listener.security.protocol.map").map_or(DEFAULT_PROTOCOL_MAP, String::as_str);
+        if let Some(l) = props.get("listeners") {
+            plaintext_listener("listeners", l, map)?;
+        }
         let (advertised_host, advertised_port) = match props.get("advertised.listeners") {
-            Some(l) => parse_listener(l)?,
+            Some(l) => {
+                let (host, port) = plaintext_listener("advertised.listeners", l, map)?;
+                (if host.is_empty() { listen.ip().to_string() } else { host }, port as i32)
+            }
             None => (listen.ip().to_string(), listen.port() as i32),
         };
-        let config = BrokerConfig { listen, advertised_host, advertised_port, data_dir, props };
-        for def in TOPIC_CONFIGS {
-            if let Some(key) = def.broker_key {
-                if let Some(v) = config.props.get(key) {
-                    validate_topic_config(def.name, v).map_err(|e| ConfigError(format!("{key}: {e}")))?;
-                }
-            }
-        }
-        for (key, _) in BROKER_DEFAULTS {
-            config.get_i64(key).ok_or_else(|| ConfigError(format!("{key}: not a valid value")))?;
-        }
-        Ok(config)
+        Ok(BrokerConfig { listen, advertised_host, advertised_port, data_dir, props })
+    }
+
+    /// The keys given that are not settings of this broker (Kafka lists them as "supplied but
+    /// not used").
+    pub fn unused_keys(&self) -> Vec<&str> {
+        self.props.keys().map(String::as_str).filter(|k| matches!(check_broker_setting(k, ""), Ok(false))).collect()
     }
 
     /// The effective value of a broker setting (set or default).
@@ -208,8 +357,8 @@ impl BrokerConfig {
         if let Some(v) = self.props.get(key) {
             return Some(v.clone());
         }
-        if let Some((_, v)) = BROKER_DEFAULTS.iter().find(|(k, _)| *k == key) {
-            return Some(v.to_string());
+        if let Some(def) = broker_config_def(key) {
+            return def.default.map(str::to_string);
         }
         self.broker_topic_default(key)
     }
@@ -218,8 +367,8 @@ impl BrokerConfig {
     pub fn get_i64(&self, key: &str) -> Option<i64> {
         let v = self.get(key)?;
         match v.trim() {
-            "true" => Some(1),
-            "false" => Some(0),
+            s if s.eq_ignore_ascii_case("true") => Some(1),
+            s if s.eq_ignore_ascii_case("false") => Some(0),
             s => s.parse().ok(),
         }
     }
@@ -342,6 +491,9 @@ impl BrokerConfig {
                 "preallocate" => config.preallocate = v.eq_ignore_ascii_case("true"),
                 "segment.jitter.ms" => config.segment_jitter_ms = num().unwrap_or(config.segment_jitter_ms),
                 "file.delete.delay.ms" => config.file_delete_delay_ms = num().unwrap_or(config.file_delete_delay_ms),
+                "compression.type" => {
+                    config.compression = CompressionType::parse(v).unwrap_or(config.compression);
+                }
                 _ => {}
             }
         }
@@ -351,12 +503,36 @@ impl BrokerConfig {
     }
 }
 
-fn parse_listener(listener: &str) -> Result<(String, i32), ConfigError> {
-    let first = listener.split(',').next().unwrap_or("").trim();
-    let addr = first.split_once("://").map_or(first, |(_, a)| a);
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| ConfigError(format!("bad listener {listener}")))?;
-    let port = port.parse::<u16>().map_err(|_| ConfigError(format!("bad port in listener {listener}")))?;
-    Ok((host.trim_matches(['[', ']']).to_string(), port as i32))
+/// The one listener of `listeners` or `advertised.listeners` (`NAME://host:port`, or a bare
+/// `host:port`), as (host, port). Its security protocol (by `listener.security.protocol.map`)
+/// must be PLAINTEXT: there is no TLS or SASL yet, and serving plaintext where the operator
+/// asked for encryption would be worse than not starting.
+pub fn plaintext_listener(key: &str, value: &str, protocol_map: &str) -> Result<(String, u16), ConfigError> {
+    let err = |why: String| ConfigError(format!("Invalid value {value} for configuration {key}: {why}"));
+    let listeners: Vec<&str> = value.split(',').map(str::trim).filter(|l| !l.is_empty()).collect();
+    let [listener] = listeners[..] else {
+        return Err(err(format!("this broker serves exactly one listener, not {}", listeners.len())));
+    };
+    let addr = match listener.split_once("://") {
+        None => listener,
+        Some((name, addr)) => {
+            let protocol = protocol_map
+                .split(',')
+                .filter_map(|entry| entry.trim().split_once(':'))
+                .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                .map(|(_, p)| p.trim())
+                .ok_or_else(|| err(format!("listener name {name} is not in listener.security.protocol.map")))?;
+            if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
+                return Err(err(format!(
+                    "security protocol {protocol} is not supported (TLS and SASL are not implemented); use PLAINTEXT"
+                )));
+            }
+            addr
+        }
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| err("expected host:port".into()))?;
+    let port = port.parse::<u16>().map_err(|_| err(format!("bad port {port}")))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
 /// Parses a Java-style `.properties` file (`key=value` or `key: value`, `#`/`!` comments).
@@ -448,5 +624,59 @@ mod tests {
     fn advertised_listener() {
         let c = config(&[("advertised.listeners", "PLAINTEXT://localhost:19092")]);
         assert_eq!((c.advertised_host.as_str(), c.advertised_port), ("localhost", 19092));
+    }
+
+    fn refused(props: &[(&str, &str)]) -> String {
+        let props = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), "data".into(), props).unwrap_err().0
+    }
+
+    #[test]
+    fn only_plaintext_listeners() {
+        for (key, value) in [
+            ("listeners", "SSL://127.0.0.1:9093"),
+            ("listeners", "SASL_SSL://127.0.0.1:9093"),
+            ("listeners", "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093"),
+            ("listeners", "CUSTOM://127.0.0.1:9093"),
+            ("advertised.listeners", "SSL://example.com:9093"),
+        ] {
+            assert!(refused(&[(key, value)]).contains(key), "{key}={value}");
+        }
+        let named = [("listeners", "INTERNAL://:9092"), ("listener.security.protocol.map", "INTERNAL:PLAINTEXT")];
+        config(&named);
+        assert_eq!(
+            plaintext_listener("listeners", "PLAINTEXT://:9092", DEFAULT_PROTOCOL_MAP).unwrap(),
+            ("".into(), 9092)
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_refused_naming_the_key() {
+        for (key, value) in [
+            ("num.partitions", "0"),
+            ("num.partitions", "x"),
+            ("socket.request.max.bytes", "-1"),
+            ("log.segment.bytes", "13"),
+            ("log.cleaner.min.cleanable.ratio", "1.5"),
+            ("message.max.bytes", "99999999999"),
+            ("auto.create.topics.enable", "yes"),
+            ("default.replication.factor", "3"),
+            ("delete.topic.enable", "false"),
+            ("authorizer.class.name", "kafka.security.authorizer.AclAuthorizer"),
+            ("compression.type", "brotli"),
+            ("offsets.topic.num.partitions", "20000"),
+        ] {
+            let e = refused(&[(key, value)]);
+            assert!(e.contains(key) && e.contains(value), "{key}={value}: {e}");
+        }
+        // Kafka's booleans ignore case; every compression type is accepted.
+        config(&[("auto.create.topics.enable", "FALSE"), ("compression.type", "zstd")]);
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_and_listed() {
+        let c = config(&[("no.such.key", "1"), ("num.partitions", "2"), ("log.retention.ms", "5")]);
+        assert_eq!(c.unused_keys(), ["no.such.key"]);
+        assert_eq!(c.num_partitions(), 2);
     }
 }

@@ -8,7 +8,9 @@ use crate::topics::TopicError;
 pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
     match e {
         StorageError::CorruptRecord(_) => ResponseError::CorruptMessage,
-        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::InvalidRecord(_) | StorageError::InvalidRecords { .. } => ResponseError::InvalidRecord,
+        StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
+        StorageError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
         StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,

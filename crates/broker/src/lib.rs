@@ -7,6 +7,7 @@ pub mod datadir;
 mod errors;
 mod groups;
 mod handlers;
+mod log_throttle;
 pub mod offsets_topic;
 mod producer_ids;
 mod rate_limit;

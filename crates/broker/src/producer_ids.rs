@@ -49,6 +49,12 @@ impl ProducerIdAllocator {
         ProducerIdAllocator { path, state: Mutex::new((reserved_end, reserved_end)) }
     }
 
+    /// Ids below this may have been handed out (by this process or before a restart); none at
+    /// or above it ever were.
+    pub fn issued_below(&self) -> i64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
     /// The next producer id. Blocking: it may write the block file (with fsync).
     pub fn next(&self) -> std::io::Result<i64> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,5 +1,6 @@
-//! Kafka v2 `RecordBatch` framing: header parsing, validation of producer input, patching of
-//! broker-assigned fields, and per-record timestamp lookup for ListOffsets.
+//! Kafka v2 `RecordBatch` framing: header parsing, patching of broker-assigned fields, walking
+//! stored records (the cleaner) and per-record timestamp lookup for ListOffsets. Validation of
+//! produced batches is in `validate.rs`.
 
 use crate::decompress::{decompress, MAX_DECOMPRESSED_BYTES};
 use crate::{Result, StorageError};
@@ -12,31 +13,31 @@ pub(crate) const HEADER_SIZE: usize = 61;
 pub(crate) const MIN_BATCH_LENGTH: usize = HEADER_SIZE - LOG_OVERHEAD;
 
 const BASE_OFFSET: usize = 0;
-const BATCH_LENGTH: usize = 8;
+pub(crate) const BATCH_LENGTH: usize = 8;
 const LEADER_EPOCH: usize = 12;
-const MAGIC: usize = 16;
-const CRC: usize = 17;
+pub(crate) const MAGIC: usize = 16;
+pub(crate) const CRC: usize = 17;
 /// The CRC covers everything from the attributes to the end of the batch.
-const ATTRIBUTES: usize = 21;
+pub(crate) const ATTRIBUTES: usize = 21;
 const LAST_OFFSET_DELTA: usize = 23;
 const BASE_TIMESTAMP: usize = 27;
-const MAX_TIMESTAMP: usize = 35;
+pub(crate) const MAX_TIMESTAMP: usize = 35;
 const PRODUCER_ID: usize = 43;
 const PRODUCER_EPOCH: usize = 51;
 const BASE_SEQUENCE: usize = 53;
 const RECORD_COUNT: usize = 57;
 
-const COMPRESSION_MASK: i16 = 0x07;
-const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
-const TRANSACTIONAL_BIT: i16 = 1 << 4;
-const CONTROL_BIT: i16 = 1 << 5;
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+pub(crate) const TRANSACTIONAL_BIT: i16 = 1 << 4;
+pub(crate) const CONTROL_BIT: i16 = 1 << 5;
 /// KIP-534: the base timestamp holds the batch's delete horizon.
 const DELETE_HORIZON_BIT: i16 = 1 << 6;
 
-fn be_i16(b: &[u8], at: usize) -> i16 {
+pub(crate) fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
-fn be_i32(b: &[u8], at: usize) -> i32 {
+pub(crate) fn be_i32(b: &[u8], at: usize) -> i32 {
     i32::from_be_bytes(b[at..at + 4].try_into().unwrap())
 }
 fn be_u32(b: &[u8], at: usize) -> u32 {
@@ -119,92 +120,22 @@ pub(crate) fn crc_ok(batch: &[u8]) -> bool {
 /// What validation learned about one input batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ValidBatch {
+    /// Where the (validated, possibly rewritten) batch starts in the write buffer.
     pub start: usize,
     pub header: BatchHeader,
 }
 
-/// Validates every batch of a produce request; returns them in order, or the first error.
-/// `compacted` (`cleanup.policy` includes `compact`) also rejects records without a key, as
-/// Kafka does: compaction could not tell which value such a record supersedes.
-pub(crate) fn validate_input(
-    input: &[u8],
-    max_message_bytes: usize,
-    compacted: bool,
-    out: &mut Vec<ValidBatch>,
-) -> Result<()> {
-    out.clear();
-    if input.is_empty() {
-        return Err(StorageError::InvalidRecord("no record batches".into()));
-    }
-    let mut pos = 0;
-    while pos < input.len() {
-        let rest = &input[pos..];
-        if rest.len() < LOG_OVERHEAD {
-            return Err(corrupt(format!("truncated batch framing at byte {pos}")));
-        }
-        let len = be_i32(rest, BATCH_LENGTH);
-        if len < 0 || len as usize > rest.len() - LOG_OVERHEAD {
-            return Err(corrupt(format!("batch length {len} at byte {pos} exceeds the input")));
-        }
-        let size = len as usize + LOG_OVERHEAD;
-        if rest.len() > MAGIC && rest[MAGIC] != 2 {
-            return Err(StorageError::InvalidRecord(format!("unsupported record batch magic {}", rest[MAGIC] as i8)));
-        }
-        if (len as usize) < MIN_BATCH_LENGTH {
-            return Err(corrupt(format!("batch length {len} below the v2 header size")));
-        }
-        if size > max_message_bytes {
-            return Err(StorageError::RecordTooLarge { size, max: max_message_bytes });
-        }
-        let batch = &rest[..size];
-        if !crc_ok(batch) {
-            return Err(corrupt(format!("CRC mismatch in batch at byte {pos}")));
-        }
-        let header = BatchHeader::parse(batch).expect("length checked");
-        validate_records(batch, &header, compacted)?;
-        out.push(ValidBatch { start: pos, header });
-        pos += size;
-    }
-    Ok(())
-}
+/// Produce validation lives in `validate.rs` (Kafka's `LogValidator`).
+pub(crate) use crate::validate::validate_input;
 
-fn corrupt(msg: String) -> StorageError {
+pub(crate) fn corrupt(msg: String) -> StorageError {
     StorageError::CorruptRecord(msg)
 }
 
-fn validate_records(batch: &[u8], h: &BatchHeader, compacted: bool) -> Result<()> {
-    if h.record_count <= 0 {
-        return Err(StorageError::InvalidRecord(format!("record count {} in a produced batch", h.record_count)));
-    }
-    if h.last_offset_delta != h.record_count - 1 {
-        return Err(StorageError::InvalidRecord(format!(
-            "lastOffsetDelta {} does not match record count {}",
-            h.last_offset_delta, h.record_count
-        )));
-    }
-    let need_key = compacted && !h.is_control();
-    let check = |r: &RawRecord<'_>| {
-        if need_key && r.key()?.is_none() {
-            return Err(StorageError::InvalidRecord("compacted topic cannot accept a record without a key".into()));
-        }
-        Ok(false)
-    };
-    match h.compression() {
-        0 => walk_records(&batch[HEADER_SIZE..], h, Deltas::Contiguous, check).map(|_| ()),
-        1..=4 => {
-            let records = decompress(h.compression(), &batch[HEADER_SIZE..], MAX_DECOMPRESSED_BYTES)
-                .map_err(|e| corrupt(format!("undecodable compressed batch: {e}")))?;
-            walk_records(&records, h, Deltas::Contiguous, check).map(|_| ())
-        }
-        c => Err(StorageError::InvalidRecord(format!("unknown compression codec {c}"))),
-    }
-}
-
-/// What the offset deltas of a batch's records must look like.
+/// What the offset deltas of a stored batch's records must look like (produced batches are
+/// checked for `0, 1, ..., recordCount - 1` by `validate.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Deltas {
-    /// `0, 1, ..., recordCount - 1`: every batch a producer sends.
-    Contiguous,
     /// Strictly increasing within `[0, lastOffsetDelta]`: stored batches, which compaction may
     /// have thinned out while keeping the survivors' offsets.
     Increasing,
@@ -296,7 +227,6 @@ pub(crate) fn walk_records<'a>(
         let after_timestamp = body;
         let offset_delta = read_varint(&mut body)?;
         let ok = match deltas {
-            Deltas::Contiguous => offset_delta == i,
             Deltas::Increasing => offset_delta > prev && offset_delta <= h.last_offset_delta,
         };
         if !ok {
@@ -356,7 +286,7 @@ pub(crate) fn rebuild(
     out
 }
 
-fn read_varlong(b: &mut &[u8]) -> Result<i64> {
+pub(crate) fn read_varlong(b: &mut &[u8]) -> Result<i64> {
     let mut v: u64 = 0;
     for shift in (0..70).step_by(7) {
         let Some((&byte, rest)) = b.split_first() else {
@@ -374,7 +304,7 @@ fn read_varlong(b: &mut &[u8]) -> Result<i64> {
     Err(corrupt("varint too long".into()))
 }
 
-fn read_varint(b: &mut &[u8]) -> Result<i32> {
+pub(crate) fn read_varint(b: &mut &[u8]) -> Result<i32> {
     let v = read_varlong(b)?;
     i32::try_from(v).map_err(|_| corrupt("varint out of i32 range".into()))
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 mod batch;
 mod cleaner;
+mod compress;
 mod decompress;
 mod epoch;
 mod index;
@@ -22,10 +23,12 @@ mod producers;
 mod recovery;
 mod refusals;
 mod segment;
+mod validate;
 
 pub use crate::cleaner::{CleanStats, CleanerOptions, CrashPoint};
 pub use crate::log::Log;
 pub use crate::recovery::OnDamage;
+pub use crate::validate::{inspect_produced, ProducedBatches, MAX_EXPANSION};
 
 /// How record timestamps are assigned (`message.timestamp.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,72 @@ impl CleanupPolicy {
         }
         p
     }
+}
+
+/// A Kafka record-batch compression codec (the low three bits of a batch's attributes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None = 0,
+    Gzip = 1,
+    Snappy = 2,
+    Lz4 = 3,
+    Zstd = 4,
+}
+
+impl Codec {
+    pub fn from_id(id: i16) -> Option<Codec> {
+        Some(match id {
+            0 => Codec::None,
+            1 => Codec::Gzip,
+            2 => Codec::Snappy,
+            3 => Codec::Lz4,
+            4 => Codec::Zstd,
+            _ => return None,
+        })
+    }
+}
+
+/// `compression.type`: the codec batches are stored with. `Producer` keeps whatever the
+/// producer used; any other value makes the broker recompress batches that differ, as Kafka
+/// does (`uncompressed` is Kafka's name for [`Codec::None`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionType {
+    Producer,
+    Codec(Codec),
+}
+
+impl CompressionType {
+    /// Kafka's names: `producer`, `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`.
+    pub fn parse(value: &str) -> Option<CompressionType> {
+        Some(match value.trim() {
+            "producer" => CompressionType::Producer,
+            "uncompressed" => CompressionType::Codec(Codec::None),
+            "gzip" => CompressionType::Codec(Codec::Gzip),
+            "snappy" => CompressionType::Codec(Codec::Snappy),
+            "lz4" => CompressionType::Codec(Codec::Lz4),
+            "zstd" => CompressionType::Codec(Codec::Zstd),
+            _ => return None,
+        })
+    }
+    /// The codec a batch compressed with `source` is stored with.
+    pub fn target(self, source: Codec) -> Codec {
+        match self {
+            CompressionType::Producer => source,
+            CompressionType::Codec(c) => c,
+        }
+    }
+}
+
+/// Who is appending, as Kafka's `AppendOrigin`: batches from clients get the checks Kafka
+/// applies only to client input (one batch per request, base offset 0, no control batches, a
+/// sequence with every producer id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// The broker's own records, e.g. the group coordinator's writes to `__consumer_offsets`.
+    Coordinator,
+    /// A produce request. Producer ids at or above `producer_ids_below` were never handed out
+    /// by this broker (InitProducerId).
+    Client { producer_ids_below: i64 },
 }
 
 /// Per-log settings, named after Kafka's topic configs; `Default` gives Kafka's defaults.
@@ -114,6 +183,8 @@ pub struct LogConfig {
     /// are forgotten first). Kafka has no such bound; a client that keeps asking for new
     /// producer ids could otherwise grow the broker's memory without limit.
     pub max_producer_entries: usize,
+    /// `compression.type`: batches whose codec differs are recompressed on append.
+    pub compression: CompressionType,
 }
 
 impl Default for LogConfig {
@@ -141,6 +212,7 @@ impl Default for LogConfig {
             file_delete_delay_ms: 60_000,
             producer_id_expiration_ms: 86_400_000,
             max_producer_entries: 100_000,
+            compression: CompressionType::Producer,
         }
     }
 }
@@ -164,6 +236,19 @@ pub enum StorageError {
     /// (INVALID_PRODUCER_EPOCH).
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// Records refused one by one (Kafka's `RecordValidationException`, INVALID_RECORD): e.g. a
+    /// record without a key under `cleanup.policy=compact`, or a header key that is not UTF-8.
+    /// `records` are KIP-467's record errors (index in the batch, reason).
+    #[error("{message}")]
+    InvalidRecords { message: String, records: Vec<RecordError> },
+    /// A record timestamp outside `message.timestamp.before.max.ms`/`after.max.ms`, or a
+    /// producer claiming LogAppendTime (INVALID_TIMESTAMP), with the records concerned.
+    #[error("{message}")]
+    InvalidTimestamp { message: String, records: Vec<RecordError> },
+    /// An idempotent batch carrying a producer id this broker never issued
+    /// (UNKNOWN_PRODUCER_ID).
+    #[error("unknown producer id: {0}")]
+    UnknownProducerId(String),
     /// A request mixing an already written batch with new ones (DUPLICATE_SEQUENCE_NUMBER).
     #[error("duplicate sequence: {0}")]
     DuplicateSequence(String),
@@ -195,6 +280,13 @@ pub enum StorageError {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One refused record of a batch (KIP-467): its index in the batch and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
+}
 
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

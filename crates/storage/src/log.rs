@@ -19,7 +19,7 @@ use crate::epoch::EpochCache;
 use crate::producers::{self, ProducerStates, SequenceCheck};
 use crate::refusals::Refusals;
 use crate::segment::{self, Damage, Located, Segment};
-use crate::{io_err, AppendInfo, LogConfig, ReadResult, Result, StorageError, TimestampType};
+use crate::{io_err, AppendInfo, AppendOrigin, LogConfig, ReadResult, Result, StorageError, TimestampType};
 
 /// Present only while the log is cleanly closed; open removes it, so its absence means a crash.
 pub(crate) const CLEAN_SHUTDOWN: &str = ".tern-clean-shutdown";
@@ -190,24 +190,42 @@ impl Log {
         self.max_producer_id.load(Ordering::Acquire)
     }
 
-    /// Validates (CRC-32C, framing, size) and appends one or more v2 record batches,
-    /// assigning offsets from the log end offset and stamping `leader_epoch`.
-    /// Nothing is written if any batch is invalid, and nothing stays written if a write fails.
-    /// Refusals are logged here (rate-limited), so a flood of them is never silent.
+    /// Appends the broker's own batches ([`AppendOrigin::Coordinator`]); see [`Log::append_as`].
     pub fn append(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
-        let result = self.append_locked(batches, leader_epoch, now_ms);
+        self.append_as(batches, leader_epoch, now_ms, AppendOrigin::Coordinator)
+    }
+
+    /// Validates one or more v2 record batches as Kafka's LogValidator does for `origin`
+    /// (`validate.rs`) and appends them as validated (true max timestamp, the topic's
+    /// `compression.type`), assigning offsets from the log end offset and stamping
+    /// `leader_epoch`. Nothing is written if any batch is invalid, and nothing stays written if
+    /// a write fails. Refusals are logged here (rate-limited), so a flood of them is never silent.
+    pub fn append_as(
+        &self,
+        batches: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo> {
+        let result = self.append_locked(batches, leader_epoch, now_ms, origin);
         if let Err(e) = &result {
             self.refusals.report(&self.dir, e, now_ms);
         }
         result
     }
 
-    fn append_locked(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+    fn append_locked(
+        &self,
+        batches: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo> {
         let cfg = self.config();
         let mut guard = lock(&self.writer);
         self.check_online()?;
         let w = &mut *guard;
-        batch::validate_input(batches, cfg.max_message_bytes, cfg.cleanup_policy.compact, &mut w.valid)?;
+        batch::validate_input(batches, &cfg, origin, now_ms, &mut w.valid, &mut w.scratch)?;
         if w.closed {
             let marker = self.dir.join(CLEAN_SHUTDOWN);
             std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
@@ -229,8 +247,6 @@ impl Log {
             self.check_sequences(w)?;
         }
         let append_time = (cfg.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
-        w.scratch.clear();
-        w.scratch.extend_from_slice(batches);
         w.placed.clear();
         let mut next = base_offset;
         let mut max_ts = i64::MIN;
@@ -246,7 +262,8 @@ impl Log {
             next += h.record_count as i64;
             w.placed.push((vb.start, h));
         }
-        let seg = self.maybe_roll(w, &cfg, batches.len() as u64, next - 1, max_ts, now_ms)?;
+        let bytes = w.scratch.len() as u64;
+        let seg = self.maybe_roll(w, &cfg, bytes, next - 1, max_ts, now_ms)?;
         // A new leader epoch is checkpointed before the data it covers: if that fails nothing is
         // written, and an entry beyond the log end is dropped when the log is opened.
         lock(&self.epochs).assign(leader_epoch, base_offset)?;

@@ -94,7 +94,20 @@ fn decompression_bomb_rejected() {
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     let mut bomb = encode(&[record(0, 1, None, Some(Bytes::from_static(b"v")))], Compression::Zstd);
     bomb.truncate(61);
-    bomb.extend(zstd::encode_all(std::io::repeat(0).take(256 << 20), 1).unwrap());
+    // One well-formed record start whose value claims 256 MiB of zeros.
+    let value_len = 256u64 << 20;
+    let mut prefix = Vec::new();
+    for v in [value_len + 10, 0, 0, 0, u64::MAX, value_len] {
+        // zigzag varints: record length, attributes (a plain byte 0), timestamp and offset
+        // deltas, a null key (-1), the value length.
+        let mut z = if v == u64::MAX { 1 } else { v << 1 };
+        while z >= 0x80 {
+            prefix.push((z as u8 & 0x7f) | 0x80);
+            z >>= 7;
+        }
+        prefix.push(z as u8);
+    }
+    bomb.extend(zstd::encode_all(prefix.chain(std::io::repeat(0).take(value_len)), 1).unwrap());
     let batch_length = (bomb.len() - 12) as i32;
     bomb[8..12].copy_from_slice(&batch_length.to_be_bytes());
     fix_crc(&mut bomb);

@@ -457,7 +457,7 @@ fn keyless_records_rejected_under_compaction() {
     for codec in ALL_CODECS {
         let bad = kv_batch(&[(Some("k"), Some("v")), (None, Some("no key"))], 1, codec);
         let err = log.append(&bad, 0, 1).unwrap_err();
-        assert!(matches!(err, StorageError::InvalidRecord(_)), "{codec:?}: {err}");
+        assert!(matches!(err, StorageError::InvalidRecords { .. }), "{codec:?}: {err}");
         // Several batches: nothing is written if one is bad.
         let mut two = kv_batch(&[(Some("k"), Some("v"))], 1, codec);
         two.extend(kv_batch(&[(None, Some("v"))], 1, codec));

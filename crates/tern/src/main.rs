@@ -5,6 +5,8 @@ mod cli_client;
 mod log_tool;
 mod serve;
 
+use std::io::IsTerminal;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -38,9 +40,11 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Colour codes only for a terminal: in files and journald they are noise.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve(_)) {

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use tern_broker::config::parse_properties;
+use tern_broker::config::{check_broker_setting, parse_properties, plaintext_listener, DEFAULT_PROTOCOL_MAP};
 use tern_broker::{Broker, BrokerConfig};
 
 /// The commented default configuration, embedded in the binary.
@@ -31,20 +31,37 @@ pub struct ServeArgs {
 }
 
 fn build_config(args: &ServeArgs) -> Result<BrokerConfig> {
-    let mut props: BTreeMap<String, String> = parse_properties(DEFAULT_CONFIG);
+    // Every value is checked where it was given, so an error names its file or `--set`.
+    let mut props: BTreeMap<String, String> = BTreeMap::new();
+    let mut add = |text: BTreeMap<String, String>, origin: &str| -> Result<()> {
+        for (key, value) in text {
+            check_broker_setting(&key, &value).with_context(|| format!("in {origin}"))?;
+            props.insert(key, value);
+        }
+        Ok(())
+    };
+    add(parse_properties(DEFAULT_CONFIG), "the embedded default configuration")?;
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        props.extend(parse_properties(&text));
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
+        add(parse_properties(&text), &format!("--config {}", path.display()))?;
     }
     for o in &args.overrides {
         let Some((k, v)) = o.split_once('=') else { bail!("--set expects KEY=VALUE, got {o:?}") };
-        props.insert(k.trim().to_string(), v.trim().to_string());
+        add([(k.trim().to_string(), v.trim().to_string())].into(), &format!("--set {o}"))?;
     }
+    let protocol_map = props.get("listener.security.protocol.map").cloned().unwrap_or_default();
     let listen = match (&args.listen, props.get("listeners")) {
         (Some(l), _) => l.clone(),
         (None, Some(l)) => {
-            let first = l.split(',').next().unwrap_or_default().trim();
-            first.split_once("://").map_or(first, |(_, a)| a).to_string()
+            let map = if protocol_map.is_empty() { DEFAULT_PROTOCOL_MAP } else { &protocol_map };
+            let (host, port) = plaintext_listener("listeners", l, map)?;
+            // Kafka: an empty host binds every interface.
+            let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
+            if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            }
         }
         (None, None) => "127.0.0.1:9092".to_string(),
     };
@@ -57,10 +74,30 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig> {
     };
     let data_dir = match (&args.data_dir, props.get("log.dirs").or(props.get("log.dir"))) {
         (Some(d), _) => d.clone(),
-        (None, Some(d)) => PathBuf::from(d.split(',').next().unwrap_or("data").trim()),
+        (None, Some(d)) => {
+            let dirs: Vec<&str> = d.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+            match dirs[..] {
+                [one] => PathBuf::from(one),
+                _ => bail!("log.dirs={d}: this broker stores its data in exactly one directory, not {}", dirs.len()),
+            }
+        }
         (None, None) => PathBuf::from("data"),
     };
-    Ok(BrokerConfig::new(listen, data_dir, props)?)
+    let config = BrokerConfig::new(listen, data_dir, props)?;
+    let unused = config.unused_keys();
+    if !unused.is_empty() {
+        // Kafka's AbstractConfig.logUnused, once for all of them.
+        tracing::warn!("These configurations '[{}]' were supplied but are not used yet.", unused.join(", "));
+    }
+    Ok(config)
+}
+
+/// The data directory, created if missing; an error names it.
+fn prepare_data_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("data directory {} is not a directory", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("data directory {} cannot be created", dir.display()))
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -71,7 +108,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let config = build_config(&args)?;
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    prepare_data_dir(&data_dir)?;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await?
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), cluster_id = broker.cluster_id, "tern broker started");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

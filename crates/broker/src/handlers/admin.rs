@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 
 use super::blocking;
-use super::metadata::{str_bytes, topic_name};
+use super::metadata::{str_bytes, topic_name, CLUSTER_OPERATIONS};
 use crate::config::validate_topic_config;
 use crate::errors::topic_error_code;
 use crate::offsets_topic::OFFSETS_TOPIC;
@@ -247,9 +247,12 @@ async fn grow_topic(
         .map_err(|e| (topic_error_code(&e), e.to_string()))
 }
 
-pub(crate) fn describe_cluster(broker: &Arc<Broker>, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub(crate) fn describe_cluster(broker: &Arc<Broker>, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let node = BrokerId(broker.config.node_id());
     let mut response = DescribeClusterResponse::default();
+    if request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
     response.cluster_id = str_bytes(&broker.cluster_id);
     response.controller_id = node;
     response.brokers = vec![DescribeClusterBroker::default()

@@ -15,9 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::blocking;
 use super::metadata::str_bytes;
-use crate::config::{
-    topic_config_def, validate_topic_config, ConfigSource, ConfigType, BROKER_DEFAULTS, TOPIC_CONFIGS,
-};
+use crate::config::{topic_config_def, validate_topic_config, ConfigSource, ConfigType, BROKER_CONFIGS, TOPIC_CONFIGS};
 use crate::errors::topic_error_code;
 use crate::Broker;
 
@@ -136,10 +134,16 @@ fn broker_configs(broker: &Broker) -> Vec<(String, String, ConfigSource, ConfigT
             ConfigSource::DefaultConfig
         }
     };
-    for (key, _) in BROKER_DEFAULTS {
-        let value = broker.config.get(key).unwrap_or_default();
-        let kind = if value == "true" || value == "false" { ConfigType::Boolean } else { ConfigType::Long };
-        out.push((key.to_string(), value, source(key), kind));
+    for def in BROKER_CONFIGS {
+        let value = match def.name {
+            "log.dirs" => Some(broker.config.data_dir.display().to_string()),
+            "log.dir" => None,
+            _ => broker.config.get(def.name),
+        };
+        if let Some(value) = value {
+            let source = if def.name == "log.dirs" { ConfigSource::StaticBrokerConfig } else { source(def.name) };
+            out.push((def.name.to_string(), value, source, def.kind));
+        }
     }
     for def in TOPIC_CONFIGS {
         if let Some(key) = def.broker_key {
@@ -148,12 +152,6 @@ fn broker_configs(broker: &Broker) -> Vec<(String, String, ConfigSource, ConfigT
             }
         }
     }
-    out.push((
-        "log.dirs".into(),
-        broker.config.data_dir.display().to_string(),
-        ConfigSource::StaticBrokerConfig,
-        ConfigType::String,
-    ));
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }

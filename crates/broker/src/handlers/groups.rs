@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -30,11 +31,26 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tern_group::{self as group, errors, Response};
 
-use super::metadata::{str_bytes, topic_name};
+use super::metadata::{str_bytes, topic_name, GROUP_OPERATIONS};
+use crate::log_throttle::LogThrottle;
 use crate::Broker;
 
-/// FindCoordinator `key_type` of a consumer group (1 is a transactional id).
+/// FindCoordinator `key_type`s (Kafka's `CoordinatorType`).
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// Why a transactional client is refused, as it is told.
+const NO_TRANSACTIONS: &str = "transactions are not supported by this broker";
+
+/// Refused transactional clients, logged at WARN at most once a second.
+static TRANSACTIONAL_REFUSED: LogThrottle = LogThrottle::new(1000);
+
+/// Logs that a transactional client was refused (`what`: the transactional id or request).
+pub(crate) fn log_transactional_refusal(what: &str, client_id: &str, peer: SocketAddr) {
+    if let Some(held_back) = TRANSACTIONAL_REFUSED.admit(crate::now_ms()) {
+        tracing::warn!(client_id, %peer, held_back, "{what} refused: {NO_TRANSACTIONS}");
+    }
+}
 
 fn string(s: &StrBytes) -> String {
     s.as_str().to_string()
@@ -56,36 +72,42 @@ pub(crate) fn find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
+    client_id: &str,
+    peer: SocketAddr,
 ) -> FindCoordinatorResponse {
     let node = BrokerId(broker.config.node_id());
     let host = str_bytes(&broker.config.advertised_host);
     let port = broker.config.advertised_port;
-    // This broker coordinates every group whose `__consumer_offsets` partition is online;
-    // transactions are not implemented yet.
-    let error_for = |key_type: i8, key: &str| {
-        if key_type != KEY_TYPE_GROUP {
-            Some("transactions are not supported by this broker")
-        } else if broker.groups.coordinator_unavailable(key) {
-            Some("the __consumer_offsets partition of this group is offline")
-        } else {
-            None
+    // This broker coordinates every group whose `__consumer_offsets` partition is online.
+    // Transactions are not implemented yet: a
+    // transactional id gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which the Java client,
+    // librdkafka and kafka-python treat as fatal, so `init_transactions()` fails at once with
+    // the message instead of retrying until its timeout.
+    let error_for = |key_type: i8, key: &str| match key_type {
+        KEY_TYPE_GROUP if broker.groups.coordinator_unavailable(key) => (
+            errors::COORDINATOR_NOT_AVAILABLE,
+            Some("the __consumer_offsets partition of this group is offline".to_string()),
+        ),
+        KEY_TYPE_GROUP => (errors::NONE, None),
+        KEY_TYPE_TRANSACTION => {
+            log_transactional_refusal(&format!("transactional id {key}"), client_id, peer);
+            (ResponseError::TransactionalIdAuthorizationFailed.code(), Some(NO_TRANSACTIONS.to_string()))
         }
+        other => (ResponseError::InvalidRequest.code(), Some(format!("unknown coordinator key type {other}"))),
     };
     let mut response = FindCoordinatorResponse::default();
     if version < 4 {
-        match error_for(request.key_type, request.key.as_str()) {
-            None => {
-                response.node_id = node;
-                response.host = host;
-                response.port = port;
-            }
-            Some(message) => {
-                response.error_code = errors::COORDINATOR_NOT_AVAILABLE;
-                response.node_id = BrokerId(-1);
-                response.port = -1;
-                if version >= 1 {
-                    response.error_message = Some(str_bytes(message));
-                }
+        let (error, message) = error_for(request.key_type, request.key.as_str());
+        response.error_code = error;
+        if error == errors::NONE {
+            response.node_id = node;
+            response.host = host;
+            response.port = port;
+        } else {
+            response.node_id = BrokerId(-1);
+            response.port = -1;
+            if version >= 1 {
+                response.error_message = message.as_deref().map(str_bytes);
             }
         }
         return response;
@@ -94,15 +116,12 @@ pub(crate) fn find_coordinator(
         .coordinator_keys
         .into_iter()
         .map(|key| {
-            let error = error_for(request.key_type, key.as_str());
-            let c = Coordinator::default().with_key(key);
-            match error {
-                None => c.with_node_id(node).with_host(host.clone()).with_port(port),
-                Some(message) => c
-                    .with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
-                    .with_node_id(BrokerId(-1))
-                    .with_port(-1)
-                    .with_error_message(Some(str_bytes(message))),
+            let (error, message) = error_for(request.key_type, key.as_str());
+            let c = Coordinator::default().with_key(key).with_error_code(error);
+            if error == errors::NONE {
+                c.with_node_id(node).with_host(host.clone()).with_port(port)
+            } else {
+                c.with_node_id(BrokerId(-1)).with_port(-1).with_error_message(message.as_deref().map(str_bytes))
             }
         })
         .collect();
@@ -579,6 +598,10 @@ pub(crate) fn describe_groups(
                     );
                 if version >= 6 {
                     described.error_message = opt_str_bytes(&g.error_message);
+                }
+                // As Kafka: only for groups described without error.
+                if version >= 3 && request.include_authorized_operations && g.error_code == errors::NONE {
+                    described.authorized_operations = GROUP_OPERATIONS;
                 }
                 described
             })

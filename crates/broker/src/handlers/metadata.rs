@@ -16,6 +16,27 @@ use super::admin::create_topic;
 use crate::topics::Topic;
 use crate::Broker;
 
+/// Kafka's `AclOperation` codes, as bits of the `*_authorized_operations` fields
+/// (`Utils.to32BitField`).
+const READ: i32 = 1 << 3;
+const WRITE: i32 = 1 << 4;
+const CREATE: i32 = 1 << 5;
+const DELETE: i32 = 1 << 6;
+const ALTER: i32 = 1 << 7;
+const DESCRIBE: i32 = 1 << 8;
+const CLUSTER_ACTION: i32 = 1 << 9;
+const DESCRIBE_CONFIGS: i32 = 1 << 10;
+const ALTER_CONFIGS: i32 = 1 << 11;
+const IDEMPOTENT_WRITE: i32 = 1 << 12;
+
+/// Without an authorizer Kafka allows every operation a resource supports
+/// (`AclEntry.supportedOperations`, Kafka 3.9), and says so when asked.
+pub(crate) const TOPIC_OPERATIONS: i32 =
+    READ | WRITE | CREATE | DESCRIBE | DELETE | ALTER | DESCRIBE_CONFIGS | ALTER_CONFIGS;
+pub(crate) const GROUP_OPERATIONS: i32 = READ | DESCRIBE | DELETE;
+pub(crate) const CLUSTER_OPERATIONS: i32 =
+    CREATE | CLUSTER_ACTION | DESCRIBE_CONFIGS | ALTER_CONFIGS | IDEMPOTENT_WRITE | ALTER | DESCRIBE;
+
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -33,6 +54,11 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
         .with_port(broker.config.advertised_port)];
     response.cluster_id = Some(str_bytes(&broker.cluster_id));
     response.controller_id = node;
+    // Not asked for: the schema's default (i32::MIN), which clients read as "not sent".
+    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
+    let topic_operations = version >= 8 && request.include_topic_authorized_operations;
     // v0: an empty list means all topics; v1+: null means all topics.
     let requested = match request.topics {
         None => None,
@@ -40,7 +66,8 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
         Some(t) => Some(t),
     };
     let Some(requested) = requested else {
-        response.topics = broker.topics.all().iter().map(|t| describe_topic(broker, t, version)).collect();
+        response.topics =
+            broker.topics.all().iter().map(|t| describe_topic(broker, t, version, topic_operations)).collect();
         return response;
     };
     let auto_create = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
@@ -49,11 +76,11 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
             Some(name) => {
                 let name = name.0.as_str().to_string();
                 match broker.topics.get(&name) {
-                    Some(t) => describe_topic(broker, &t, version),
+                    Some(t) => describe_topic(broker, &t, version, topic_operations),
                     None if auto_create => {
                         let partitions = broker.config.num_partitions();
                         match create_topic(broker, &name, partitions, Default::default(), false).await {
-                            Ok(Some(t)) => describe_topic(broker, &t, version),
+                            Ok(Some(t)) => describe_topic(broker, &t, version, topic_operations),
                             Ok(None) => error_topic(Some(&name), Uuid::nil(), ResponseError::UnknownTopicOrPartition),
                             Err((code, _)) => error_topic(Some(&name), Uuid::nil(), code),
                         }
@@ -62,7 +89,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
                 }
             }
             None => match broker.topics.get_by_id(wanted.topic_id) {
-                Some(t) => describe_topic(broker, &t, version),
+                Some(t) => describe_topic(broker, &t, version, topic_operations),
                 None => error_topic(None, wanted.topic_id, ResponseError::UnknownTopicId),
             },
         };
@@ -75,15 +102,17 @@ fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
     MetadataResponseTopic::default().with_name(name.map(topic_name)).with_topic_id(id).with_error_code(error.code())
 }
 
-fn describe_topic(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTopic {
+fn describe_topic(broker: &Broker, topic: &Topic, version: i16, with_operations: bool) -> MetadataResponseTopic {
     let node = BrokerId(broker.config.node_id());
     let error = if topic.offline.is_some() && topic.partitions.is_empty() {
         ResponseError::LeaderNotAvailable.code()
     } else {
         0
     };
+    let operations = if with_operations { TOPIC_OPERATIONS } else { i32::MIN };
     MetadataResponseTopic::default()
         .with_error_code(error)
+        .with_topic_authorized_operations(operations)
         .with_name(Some(topic_name(&topic.name)))
         .with_topic_id(topic.id)
         .with_is_internal(topic.internal)

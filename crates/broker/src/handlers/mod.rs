@@ -76,7 +76,9 @@ pub(crate) async fn handle(
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
-        RequestKind::Produce(r) => return produce::handle(broker, r, v).await,
+        RequestKind::Produce(r) => {
+            return produce::handle(broker, r, v, produce::Client { id: client_id, peer }).await;
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await),
@@ -92,7 +94,9 @@ pub(crate) async fn handle(
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(records::offset_for_leader_epoch(broker, r))
         }
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v, client_id, peer))
+        }
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(broker, r, v, client_id, peer).await),
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(broker, r, v).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
@@ -103,7 +107,9 @@ pub(crate) async fn handle(
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(broker, r, v)),
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(broker, r, v)),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(broker, r).await),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, r, client_id, peer).await)
+        }
         other => return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other))),
     };
     Outcome::Respond(response)

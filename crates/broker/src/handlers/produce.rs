@@ -2,33 +2,74 @@
 //!
 //! Tern is single-node for now, so the ISR is this broker alone and acks=-1 is satisfied by the
 //! local append (plus fsync where `flush.messages` asks for it), unless `min.insync.replicas` > 1.
+//! Batches are validated as Kafka's LogValidator does (`tern_storage`'s `validate.rs`); refused
+//! ones are answered with Kafka's error code, message and KIP-467 record errors (v8+), and logged.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use tern_storage::{inspect_produced, AppendOrigin, StorageError};
 
 use super::metadata::str_bytes;
 use super::{blocking, requested_partition, Outcome};
 use crate::errors::storage_error_code;
+use crate::log_throttle::LogThrottle;
 use crate::{now_ms, Broker};
 
-pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> Outcome {
+/// Refused produce requests, logged at WARN at most once a second.
+static REFUSED: LogThrottle = LogThrottle::new(1000);
+
+/// Who sent a request, for the log.
+pub(crate) struct Client<'a> {
+    pub id: &'a str,
+    pub peer: SocketAddr,
+}
+
+pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16, client: Client<'_>) -> Outcome {
     let acks = request.acks;
-    if request.transactional_id.is_some() {
+    if let Some(id) = &request.transactional_id {
         // Transactions are not implemented yet; say so instead of writing unfenced data.
+        let reason = format!("transactional id {} refused: transactions are not supported by this broker", id.as_str());
+        log_refusal(&client, &reason);
+        return respond_all(request, ResponseError::TransactionalIdAuthorizationFailed, acks);
+    }
+    // Kafka's KafkaApis.handleProduceRequest: transactional batches need a transactional id.
+    let transactional = request
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .any(|p| p.records.as_ref().is_some_and(|r| inspect_produced(r).transactional));
+    if transactional {
+        log_refusal(&client, "transactional record batches without a transactional id");
         return respond_all(request, ResponseError::TransactionalIdAuthorizationFailed, acks);
     }
     if !(-1..=1).contains(&acks) {
+        log_refusal(&client, &format!("acks={acks} is not one of -1, 0, 1"));
         return respond_all(request, ResponseError::InvalidRequiredAcks, acks);
     }
     let b = broker.clone();
-    let responses = blocking(move || append_all(&b, request)).await;
+    let responses = blocking(move || append_all(&b, request, version)).await;
     broker.notify_appended();
+    let refused: Vec<String> = responses
+        .iter()
+        .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
+        .filter(|(_, p)| p.error_code != 0)
+        .map(|(t, p)| {
+            let message = p.error_message.as_ref().map_or("", |m| m.as_str());
+            format!("{}-{}: error {} {message}", t.name.0.as_str(), p.index, p.error_code)
+        })
+        .collect();
+    if !refused.is_empty() {
+        log_refusal(&client, &refused.join("; "));
+    }
     if acks == 0 {
-        return match responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0) {
-            Some(p) => Outcome::Close(format!("acks=0 produce failed with error {}", p.error_code)),
+        return match refused.first() {
+            Some(first) => Outcome::Close(format!("acks=0 produce failed: {first}")),
             None => Outcome::NoResponse,
         };
     }
@@ -37,7 +78,13 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, _versi
     Outcome::Respond(ResponseKind::Produce(response))
 }
 
-fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceResponse> {
+fn log_refusal(client: &Client<'_>, reason: &str) {
+    if let Some(held_back) = REFUSED.admit(now_ms()) {
+        tracing::warn!(client_id = client.id, peer = %client.peer, held_back, "produce refused: {reason}");
+    }
+}
+
+fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<TopicProduceResponse> {
     let now = now_ms();
     let acks = request.acks;
     request
@@ -67,7 +114,15 @@ fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceRespo
                     let Some(records) = pd.records else {
                         return r.with_error_code(ResponseError::InvalidRecord.code());
                     };
-                    match partition.log.append(&records, partition.leader_epoch, now) {
+                    // Kafka's ProduceRequest.validateRecords: zstd needs Produce v7 (KIP-110).
+                    if version < 7 && inspect_produced(&records).zstd {
+                        r.error_message = Some(str_bytes(&format!("Produce v{version} may not use zstd compression")));
+                        return r.with_error_code(ResponseError::UnsupportedCompressionType.code());
+                    }
+                    // Ids at or above this were never issued; read before the append, so an id
+                    // handed out meanwhile is not refused.
+                    let origin = AppendOrigin::Client { producer_ids_below: broker.producer_ids.issued_below() };
+                    match partition.log.append_as(&records, partition.leader_epoch, now, origin) {
                         Ok(info) => {
                             r.base_offset = info.base_offset;
                             r.log_append_time_ms = info.log_append_time;
@@ -75,9 +130,9 @@ fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceRespo
                             r
                         }
                         Err(e) => {
-                            tracing::debug!(topic = partition.topic, partition = pd.index, error = %e, "append rejected");
                             r.error_code = storage_error_code(&e).code();
                             r.error_message = Some(str_bytes(&e.to_string()));
+                            r.record_errors = record_errors(&e);
                             r
                         }
                     }
@@ -113,6 +168,21 @@ fn refuse_internal(t: kafka_protocol::messages::produce_request::TopicProduceDat
         })
         .collect();
     TopicProduceResponse::default().with_name(t.name).with_partition_responses(partition_responses)
+}
+
+/// KIP-467's per-record errors of a refused batch (sent from Produce v8 on).
+fn record_errors(e: &StorageError) -> Vec<BatchIndexAndErrorMessage> {
+    match e {
+        StorageError::InvalidRecords { records, .. } | StorageError::InvalidTimestamp { records, .. } => records
+            .iter()
+            .map(|r| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(r.batch_index)
+                    .with_batch_index_error_message(Some(str_bytes(&r.message)))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn min_insync_replicas(broker: &Broker, topic: &crate::topics::Topic) -> i64 {

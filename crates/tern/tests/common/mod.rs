@@ -29,6 +29,8 @@ impl Broker {
         let child = Command::new(BIN)
             .args(["serve", "--listen", &addr, "--data-dir"])
             .arg(dir.path().join("data"))
+            // Groups form at once instead of after Kafka's default 3000 ms wait for more members.
+            .args(["--set", "group.initial.rebalance.delay.ms=0"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
