@@ -103,7 +103,14 @@ pub const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
     ("log.cleaner.dedupe.buffer.size", "134217728"),
+    // The socket server (server.rs): request queue, receive memory, connections.
     ("queued.max.requests", "500"),
+    // Kafka's default is -1 (unbounded); Tern bounds it (see `queued_max_request_bytes`).
+    ("queued.max.request.bytes", "104857600"),
+    ("connections.max.idle.ms", "600000"),
+    ("max.connections", "2147483647"),
+    ("max.connections.per.ip", "2147483647"),
+    ("fetch.max.bytes", "57671680"),
     ("producer.id.expiration.ms", "86400000"),
     // Group coordinator and `__consumer_offsets`.
     ("offsets.topic.num.partitions", "50"),
@@ -200,6 +207,7 @@ impl BrokerConfig {
         for (key, _) in BROKER_DEFAULTS {
             config.get_i64(key).ok_or_else(|| ConfigError(format!("{key}: not a valid value")))?;
         }
+        config.validate_socket_server()?;
         Ok(config)
     }
 
@@ -285,6 +293,78 @@ impl BrokerConfig {
         self.get_i64("log.flush.scheduler.interval.ms").unwrap_or(i64::MAX).clamp(10, 3_600_000) as u64
     }
 
+    /// Kafka's checks of the socket-server and quota settings.
+    fn validate_socket_server(&self) -> Result<(), ConfigError> {
+        let at_least = |key: &str, min: i64| match self.get_i64(key) {
+            Some(v) if v >= min => Ok(()),
+            _ => Err(ConfigError(format!("{key}: must be at least {min}"))),
+        };
+        at_least("queued.max.requests", 1)?;
+        at_least("fetch.max.bytes", 1024)?;
+        at_least("max.connections", 0)?;
+        at_least("max.connections.per.ip", 0)?;
+        at_least("socket.request.max.bytes", 1)?;
+        if let Some(queued) = self.props.get("queued.max.request.bytes").and_then(|v| v.trim().parse::<i64>().ok()) {
+            if queued > 0 && (queued as usize) < self.socket_request_max_bytes() {
+                return Err(ConfigError(format!(
+                    "queued.max.request.bytes ({queued}) must be larger or equal to socket.request.max.bytes ({})",
+                    self.socket_request_max_bytes()
+                )));
+            }
+        }
+        self.max_connections_per_ip_overrides()?;
+        Ok(())
+    }
+
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries (beyond its first batch).
+    pub fn fetch_max_bytes(&self) -> usize {
+        self.get_i64("fetch.max.bytes").unwrap_or(57_671_680).max(1024) as usize
+    }
+    /// `queued.max.requests`: requests read but not yet answered, over all connections.
+    pub fn queued_max_requests(&self) -> usize {
+        self.get_i64("queued.max.requests").unwrap_or(500).clamp(1, 1 << 20) as usize
+    }
+    /// `queued.max.request.bytes`: bytes of requests larger than a connection's own read buffer
+    /// that may be buffered at once, over all connections; `None` is unbounded (a value <= 0, as
+    /// in Kafka). Left unset it is 100 MiB, or `socket.request.max.bytes` if that is larger, so
+    /// that a request of the largest size can always be read.
+    pub fn queued_max_request_bytes(&self) -> Option<usize> {
+        match self.props.get("queued.max.request.bytes").and_then(|v| v.trim().parse::<i64>().ok()) {
+            Some(v) if v <= 0 => None,
+            Some(v) => Some(v as usize),
+            None => Some(self.socket_request_max_bytes().max(104_857_600)),
+        }
+    }
+    /// `connections.max.idle.ms`; `None` (a negative value) never closes idle connections.
+    pub fn connections_max_idle_ms(&self) -> Option<u64> {
+        u64::try_from(self.get_i64("connections.max.idle.ms").unwrap_or(600_000)).ok()
+    }
+    pub fn max_connections(&self) -> usize {
+        self.get_i64("max.connections").unwrap_or(i32::MAX as i64).clamp(0, i32::MAX as i64) as usize
+    }
+    pub fn max_connections_per_ip(&self) -> usize {
+        self.get_i64("max.connections.per.ip").unwrap_or(i32::MAX as i64).clamp(0, i32::MAX as i64) as usize
+    }
+    /// `max.connections.per.ip.overrides`: `host:count` pairs, comma-separated (hosts resolved once).
+    pub fn max_connections_per_ip_overrides(&self) -> Result<Vec<(std::net::IpAddr, usize)>, ConfigError> {
+        let Some(text) = self.props.get("max.connections.per.ip.overrides") else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || ConfigError(format!("max.connections.per.ip.overrides: invalid entry {item:?} (host:count)"));
+            let (host, count) = item.rsplit_once(':').ok_or_else(bad)?;
+            let count: usize = count.trim().parse().map_err(|_| bad())?;
+            let host = host.trim().trim_matches(['[', ']']);
+            let ips: Vec<std::net::IpAddr> = match host.parse() {
+                Ok(ip) => vec![ip],
+                Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+                    .map_err(|e| ConfigError(format!("max.connections.per.ip.overrides: cannot resolve {host}: {e}")))?
+                    .map(|a| a.ip())
+                    .collect(),
+            };
+            out.extend(ips.into_iter().map(|ip| (ip, count)));
+        }
+        Ok(out)
+    }
     /// The effective value of every topic config for a topic with the given explicit overrides.
     pub fn effective_topic_configs(
         &self,

@@ -3,9 +3,11 @@
 //! sockets: handlers move it to tokio's blocking pool.
 
 pub mod config;
+mod connection_limits;
 mod errors;
 mod groups;
 mod handlers;
+mod log_limit;
 pub mod offsets_topic;
 mod producer_ids;
 mod server;

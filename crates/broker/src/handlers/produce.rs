@@ -12,9 +12,19 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use super::metadata::str_bytes;
 use super::{blocking, requested_partition, Outcome};
 use crate::errors::storage_error_code;
+use crate::log_limit::LogLimiter;
 use crate::{now_ms, Broker};
 
-pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> Outcome {
+/// Magic byte of the only record format Tern stores (Kafka 0.11+ record batches).
+const MAGIC_V2: u8 = 2;
+/// Where the magic byte sits: the same place in v0/v1 messages and v2 batches.
+const MAGIC_POSITION: usize = 16;
+/// Where every format's entry length (of the bytes after it) sits.
+const LENGTH_POSITION: usize = 8;
+
+static OLD_FORMAT_LOG: LogLimiter = LogLimiter::new();
+
+pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16, client_id: &str) -> Outcome {
     let acks = request.acks;
     if request.transactional_id.is_some() {
         // Transactions are not implemented yet; say so instead of writing unfenced data.
@@ -24,8 +34,19 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, _versi
         return respond_all(request, ResponseError::InvalidRequiredAcks, acks);
     }
     let b = broker.clone();
-    let responses = blocking(move || append_all(&b, request)).await;
+    let responses = blocking(move || append_all(&b, request, version)).await;
     broker.notify_appended();
+    let old_format = ResponseError::UnsupportedForMessageFormat.code();
+    if responses.iter().flat_map(|t| &t.partition_responses).any(|p| p.error_code == old_format) {
+        if let Some(suppressed) = OLD_FORMAT_LOG.allow() {
+            tracing::info!(
+                client_id,
+                version,
+                suppressed,
+                "refused Produce of message format v0/v1 (UNSUPPORTED_FOR_MESSAGE_FORMAT): Tern stores only format v2"
+            );
+        }
+    }
     if acks == 0 {
         return match responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0) {
             Some(p) => Outcome::Close(format!("acks=0 produce failed with error {}", p.error_code)),
@@ -37,7 +58,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, _versi
     Outcome::Respond(ResponseKind::Produce(response))
 }
 
-fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceResponse> {
+fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<TopicProduceResponse> {
     let now = now_ms();
     let acks = request.acks;
     request
@@ -64,6 +85,11 @@ fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceRespo
                     let Some(records) = pd.records else {
                         return r.with_error_code(ResponseError::InvalidRecord.code());
                     };
+                    // Produce v0-2 come from clients that write message format v0/v1, which Tern
+                    // does not convert (Kafka 3.x up-converts it); format v2 in them is fine.
+                    if version < 3 && !only_format_v2(&records) {
+                        return r.with_error_code(ResponseError::UnsupportedForMessageFormat.code());
+                    }
                     match partition.log.append(&records, partition.leader_epoch, now) {
                         Ok(info) => {
                             r.base_offset = info.base_offset;
@@ -83,6 +109,25 @@ fn append_all(broker: &Broker, request: ProduceRequest) -> Vec<TopicProduceRespo
             TopicProduceResponse::default().with_name(t.name).with_partition_responses(partition_responses)
         })
         .collect()
+}
+
+/// Whether every entry of a produced record set is a v2 record batch (a malformed set passes, for
+/// the append's validation to refuse with its own error).
+fn only_format_v2(records: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(entry) = records.get(at..) {
+        if entry.len() <= MAGIC_POSITION {
+            return true;
+        }
+        if entry[MAGIC_POSITION] != MAGIC_V2 {
+            return false;
+        }
+        let length = &entry[LENGTH_POSITION..LENGTH_POSITION + 4];
+        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        let Ok(length) = usize::try_from(length) else { return true };
+        at = at.saturating_add(LENGTH_POSITION + 4 + length);
+    }
+    true
 }
 
 fn min_insync_replicas(broker: &Broker, topic: &crate::topics::Topic) -> i64 {
