@@ -111,6 +111,11 @@ pub const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("max.connections", "2147483647"),
     ("max.connections.per.ip", "2147483647"),
     ("fetch.max.bytes", "57671680"),
+    // KIP-599 controller mutation quota: partitions created, added or deleted per second and
+    // client id (Kafka's `controller_mutation_rate` client quota; -1: none, as in Kafka).
+    ("controller.quota.mutation.rate", "-1"),
+    ("controller.quota.window.num", "11"),
+    ("controller.quota.window.size.seconds", "1"),
     ("producer.id.expiration.ms", "86400000"),
     // Group coordinator and `__consumer_offsets`.
     ("offsets.topic.num.partitions", "50"),
@@ -303,6 +308,8 @@ impl BrokerConfig {
         at_least("fetch.max.bytes", 1024)?;
         at_least("max.connections", 0)?;
         at_least("max.connections.per.ip", 0)?;
+        at_least("controller.quota.window.num", 1)?;
+        at_least("controller.quota.window.size.seconds", 1)?;
         at_least("socket.request.max.bytes", 1)?;
         if let Some(queued) = self.props.get("queued.max.request.bytes").and_then(|v| v.trim().parse::<i64>().ok()) {
             if queued > 0 && (queued as usize) < self.socket_request_max_bytes() {
@@ -365,6 +372,18 @@ impl BrokerConfig {
         }
         Ok(out)
     }
+    /// The KIP-599 controller mutation quota per client id, partitions per second; `None`: no quota.
+    pub fn controller_mutation_rate(&self) -> Option<f64> {
+        self.get_i64("controller.quota.mutation.rate").filter(|&r| r >= 0).map(|r| r as f64)
+    }
+    /// How many seconds of the mutation rate a client may use at once (Kafka's token-bucket burst:
+    /// `controller.quota.window.num` x `controller.quota.window.size.seconds`).
+    pub fn controller_quota_burst_seconds(&self) -> f64 {
+        let num = self.get_i64("controller.quota.window.num").unwrap_or(11).max(1);
+        let size = self.get_i64("controller.quota.window.size.seconds").unwrap_or(1).max(1);
+        num.saturating_mul(size) as f64
+    }
+
     /// The effective value of every topic config for a topic with the given explicit overrides.
     pub fn effective_topic_configs(
         &self,

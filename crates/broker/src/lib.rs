@@ -8,7 +8,9 @@ mod errors;
 mod groups;
 mod handlers;
 mod log_limit;
+mod mutation_quota;
 pub mod offsets_topic;
+pub mod open_files;
 mod producer_ids;
 mod server;
 pub mod topics;
@@ -37,6 +39,8 @@ pub struct Broker {
     groups: Arc<GroupService>,
     /// Ids for idempotent producers (InitProducerId).
     producer_ids: producer_ids::ProducerIdAllocator,
+    /// KIP-599: partitions created, added or deleted per second and client id.
+    mutation_quota: mutation_quota::MutationQuota,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +68,17 @@ impl Broker {
             let group_config = groups::group_config(&config);
             let groups = Arc::new(GroupService::new(group_config, offsets.partitions.clone(), stored, broker.clone()));
             let (appended, _) = watch::channel(0);
-            Broker { config, topics, cluster_id, appended, admin_lock: Mutex::new(()), groups, producer_ids }
+            let mutation_quota = mutation_quota::MutationQuota::new(&config);
+            Broker {
+                config,
+                topics,
+                cluster_id,
+                appended,
+                admin_lock: Mutex::new(()),
+                groups,
+                producer_ids,
+                mutation_quota,
+            }
         }))
     }
 
