@@ -14,7 +14,7 @@ pub struct Limit {
 }
 
 fn to_limit(v: libc::rlim_t) -> Option<u64> {
-    (v != libc::RLIM_INFINITY).then_some(v as u64)
+    (v != libc::RLIM_INFINITY).then_some(v)
 }
 
 pub fn limit() -> std::io::Result<Limit> {
