@@ -52,6 +52,7 @@ def test_creation_that_cannot_fit_is_refused_before_it_starts(broker_with_nofile
         admin.create_partitions([NewPartitions("fits", 2000)])["fits"].result(120)
     assert refused.value.args[0].code() == POLICY_VIOLATION
     assert len(partition_dirs(b, "fits")) == 10
+    assert "refused: Creating 2000 partitions" in plain_log(b)
     assert b.alive()
 
 
@@ -87,6 +88,7 @@ def test_controller_mutation_quota(broker_factory):
     assert partition_dirs(b, "q-second") == []
     deleted = tern_cli(b, "delete", "q-first")
     assert deleted.returncode != 0, "a deletion over the controller mutation quota was accepted"
+    assert "ThrottlingQuotaExceeded" in plain_log(b)
     # Older request versions (librdkafka's CreateTopics v4) are permissive, as in Kafka: the same
     # client id, over its quota, still creates.
     admin = AdminClient({"bootstrap.servers": b.bootstrap, "client.id": "tern-admin"})

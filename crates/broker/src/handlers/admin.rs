@@ -22,6 +22,7 @@ use super::blocking;
 use super::metadata::{str_bytes, topic_name};
 use crate::config::validate_topic_config;
 use crate::errors::topic_error_code;
+use crate::log_limit::LogLimiter;
 use crate::mutation_quota::RequestQuota;
 use crate::offsets_topic::OFFSETS_TOPIC;
 use crate::open_files;
@@ -29,6 +30,16 @@ use crate::topics::{validate_topic_name, Topic};
 use crate::Broker;
 
 type AdminError = (ResponseError, String);
+
+static REFUSED_LOG: LogLimiter = LogLimiter::new();
+
+/// Logs a refused creation, deletion or growth (rate-limited: a client can repeat it at will).
+fn refused(topic: &str, partitions: u64, error: ResponseError, message: String) -> AdminError {
+    if let Some(suppressed) = REFUSED_LOG.allow() {
+        tracing::warn!(topic, partitions, error = ?error, suppressed, "refused: {message}");
+    }
+    (error, message)
+}
 
 /// Creates a topic after validating everything a client could get wrong; with `validate_only`
 /// it stops before writing and returns `None`.
@@ -51,11 +62,12 @@ pub(crate) async fn create_topic(
     if let Some(existing) = broker.topics.get(name) {
         return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", existing.name)));
     }
-    open_files::check_room_for(partitions as u64).map_err(|m| (ResponseError::PolicyViolation, m))?;
+    let count = partitions as u64;
+    open_files::check_room_for(count).map_err(|m| refused(name, count, ResponseError::PolicyViolation, m))?;
     if validate_only {
         return Ok(None);
     }
-    quota.record(partitions as u64).map_err(|m| (ResponseError::ThrottlingQuotaExceeded, m))?;
+    quota.record(count).map_err(|m| refused(name, count, ResponseError::ThrottlingQuotaExceeded, m))?;
     let log_config = broker.config.log_config(&configs);
     let b = broker.clone();
     let name = name.to_string();
@@ -179,8 +191,10 @@ pub(crate) async fn delete_topics(
                 let _guard = broker.admin_lock.lock().await;
                 result.name = Some(topic_name(&topic.name));
                 result.topic_id = topic.id;
-                if let Err(message) = quota.record(topic.partitions.len() as u64) {
-                    result.error_code = ResponseError::ThrottlingQuotaExceeded.code();
+                let count = topic.partitions.len() as u64;
+                if let Err(message) = quota.record(count) {
+                    let (error, message) = refused(&topic.name, count, ResponseError::ThrottlingQuotaExceeded, message);
+                    result.error_code = error.code();
                     if version >= 5 {
                         result.error_message = Some(str_bytes(&message));
                     }
@@ -262,11 +276,11 @@ async fn grow_topic(
         return Err((ResponseError::InvalidReplicaAssignment, "Only this broker exists in the cluster.".into()));
     }
     let added = (count - current) as u64;
-    open_files::check_room_for(added).map_err(|m| (ResponseError::PolicyViolation, m))?;
+    open_files::check_room_for(added).map_err(|m| refused(name, added, ResponseError::PolicyViolation, m))?;
     if validate_only {
         return Ok(());
     }
-    quota.record(added).map_err(|m| (ResponseError::ThrottlingQuotaExceeded, m))?;
+    quota.record(added).map_err(|m| refused(name, added, ResponseError::ThrottlingQuotaExceeded, m))?;
     let log_config = broker.config.log_config(&topic.configs);
     let b = broker.clone();
     let name = name.to_string();
