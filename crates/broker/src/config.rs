@@ -206,6 +206,20 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker_config!("log.cleaner.backoff.ms", Long, Some("15000"), at_least(0.0)),
     broker_config!("log.cleaner.dedupe.buffer.size", Long, Some("134217728"), at_least(0.0)),
     broker_config!("producer.id.expiration.ms", Int, Some("86400000"), at_least(1.0)),
+    // The socket server (server.rs): request queue, receive memory, connections.
+    // Kafka's default for queued.max.request.bytes is -1 (unbounded); Tern bounds it (see
+    // `queued_max_request_bytes`); a positive value below socket.request.max.bytes is refused.
+    broker_config!("queued.max.request.bytes", Long, Some("104857600"), at_least(-1.0)),
+    broker_config!("connections.max.idle.ms", Long, Some("600000")),
+    broker_config!("max.connections", Int, Some("2147483647"), at_least(0.0)),
+    broker_config!("max.connections.per.ip", Int, Some("2147483647"), at_least(0.0)),
+    broker_config!("max.connections.per.ip.overrides", String, Some("")),
+    broker_config!("fetch.max.bytes", Int, Some("57671680"), at_least(1024.0)),
+    // KIP-599 controller mutation quota: partitions created, added or deleted per second and
+    // client id (Kafka's `controller_mutation_rate` client quota; -1: none, as in Kafka).
+    broker_config!("controller.quota.mutation.rate", Double, Some("-1")),
+    broker_config!("controller.quota.window.num", Int, Some("11"), at_least(1.0)),
+    broker_config!("controller.quota.window.size.seconds", Int, Some("1"), at_least(1.0)),
     // Group coordinator and `__consumer_offsets`.
     broker_config!("offsets.topic.num.partitions", Int, Some("50"), (1.0, 10_000.0)),
     broker_config!("offsets.topic.segment.bytes", Int, Some("104857600"), at_least(1.0)),
@@ -343,7 +357,9 @@ impl BrokerConfig {
             }
             None => (listen.ip().to_string(), listen.port() as i32),
         };
-        Ok(BrokerConfig { listen, advertised_host, advertised_port, data_dir, props })
+        let config = BrokerConfig { listen, advertised_host, advertised_port, data_dir, props };
+        config.validate_socket_server()?;
+        Ok(config)
     }
 
     /// The keys given that are not settings of this broker (Kafka lists them as "supplied but
@@ -432,6 +448,92 @@ impl BrokerConfig {
     }
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.get_i64("log.flush.scheduler.interval.ms").unwrap_or(i64::MAX).clamp(10, 3_600_000) as u64
+    }
+
+    /// Kafka's checks of the socket-server and quota settings.
+    fn validate_socket_server(&self) -> Result<(), ConfigError> {
+        let at_least = |key: &str, min: i64| match self.get_i64(key) {
+            Some(v) if v >= min => Ok(()),
+            _ => Err(ConfigError(format!("{key}: must be at least {min}"))),
+        };
+        at_least("queued.max.requests", 1)?;
+        at_least("fetch.max.bytes", 1024)?;
+        at_least("max.connections", 0)?;
+        at_least("max.connections.per.ip", 0)?;
+        at_least("controller.quota.window.num", 1)?;
+        at_least("controller.quota.window.size.seconds", 1)?;
+        at_least("socket.request.max.bytes", 1)?;
+        if let Some(queued) = self.props.get("queued.max.request.bytes").and_then(|v| v.trim().parse::<i64>().ok()) {
+            if queued > 0 && (queued as usize) < self.socket_request_max_bytes() {
+                return Err(ConfigError(format!(
+                    "queued.max.request.bytes ({queued}) must be larger or equal to socket.request.max.bytes ({})",
+                    self.socket_request_max_bytes()
+                )));
+            }
+        }
+        self.max_connections_per_ip_overrides()?;
+        Ok(())
+    }
+
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries (beyond its first batch).
+    pub fn fetch_max_bytes(&self) -> usize {
+        self.get_i64("fetch.max.bytes").unwrap_or(57_671_680).max(1024) as usize
+    }
+    /// `queued.max.requests`: requests read but not yet answered, over all connections.
+    pub fn queued_max_requests(&self) -> usize {
+        self.get_i64("queued.max.requests").unwrap_or(500).clamp(1, 1 << 20) as usize
+    }
+    /// `queued.max.request.bytes`: bytes of requests larger than a connection's own read buffer
+    /// that may be buffered at once, over all connections; `None` is unbounded (a value <= 0, as
+    /// in Kafka). Left unset it is 100 MiB, or `socket.request.max.bytes` if that is larger, so
+    /// that a request of the largest size can always be read.
+    pub fn queued_max_request_bytes(&self) -> Option<usize> {
+        match self.props.get("queued.max.request.bytes").and_then(|v| v.trim().parse::<i64>().ok()) {
+            Some(v) if v <= 0 => None,
+            Some(v) => Some(v as usize),
+            None => Some(self.socket_request_max_bytes().max(104_857_600)),
+        }
+    }
+    /// `connections.max.idle.ms`; `None` (a negative value) never closes idle connections.
+    pub fn connections_max_idle_ms(&self) -> Option<u64> {
+        u64::try_from(self.get_i64("connections.max.idle.ms").unwrap_or(600_000)).ok()
+    }
+    pub fn max_connections(&self) -> usize {
+        self.get_i64("max.connections").unwrap_or(i32::MAX as i64).clamp(0, i32::MAX as i64) as usize
+    }
+    pub fn max_connections_per_ip(&self) -> usize {
+        self.get_i64("max.connections.per.ip").unwrap_or(i32::MAX as i64).clamp(0, i32::MAX as i64) as usize
+    }
+    /// `max.connections.per.ip.overrides`: `host:count` pairs, comma-separated (hosts resolved once).
+    pub fn max_connections_per_ip_overrides(&self) -> Result<Vec<(std::net::IpAddr, usize)>, ConfigError> {
+        let Some(text) = self.props.get("max.connections.per.ip.overrides") else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || ConfigError(format!("max.connections.per.ip.overrides: invalid entry {item:?} (host:count)"));
+            let (host, count) = item.rsplit_once(':').ok_or_else(bad)?;
+            let count: usize = count.trim().parse().map_err(|_| bad())?;
+            let host = host.trim().trim_matches(['[', ']']);
+            let ips: Vec<std::net::IpAddr> = match host.parse() {
+                Ok(ip) => vec![ip],
+                Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+                    .map_err(|e| ConfigError(format!("max.connections.per.ip.overrides: cannot resolve {host}: {e}")))?
+                    .map(|a| a.ip())
+                    .collect(),
+            };
+            out.extend(ips.into_iter().map(|ip| (ip, count)));
+        }
+        Ok(out)
+    }
+    /// The KIP-599 controller mutation quota per client id, partitions per second; `None`: no quota.
+    pub fn controller_mutation_rate(&self) -> Option<f64> {
+        self.get_i64("controller.quota.mutation.rate").filter(|&r| r >= 0).map(|r| r as f64)
+    }
+    /// How many seconds of the mutation rate a client may use at once (Kafka's token-bucket burst:
+    /// `controller.quota.window.num` x `controller.quota.window.size.seconds`).
+    pub fn controller_quota_burst_seconds(&self) -> f64 {
+        let num = self.get_i64("controller.quota.window.num").unwrap_or(11).max(1);
+        let size = self.get_i64("controller.quota.window.size.seconds").unwrap_or(1).max(1);
+        num.saturating_mul(size) as f64
     }
 
     /// The effective value of every topic config for a topic with the given explicit overrides.

@@ -3,12 +3,16 @@
 //! sockets: handlers move it to tokio's blocking pool.
 
 pub mod config;
+mod connection_limits;
 pub mod datadir;
 mod errors;
 mod groups;
 mod handlers;
+mod log_limit;
 mod log_throttle;
+mod mutation_quota;
 pub mod offsets_topic;
+pub mod open_files;
 mod producer_ids;
 mod rate_limit;
 mod server;
@@ -41,6 +45,8 @@ pub struct Broker {
     producer_ids: producer_ids::ProducerIdAllocator,
     /// Held for the broker's lifetime: no other process writes this data directory.
     _data_dir_lock: datadir::DataDirLock,
+    /// KIP-599: partitions created, added or deleted per second and client id.
+    mutation_quota: mutation_quota::MutationQuota,
 }
 
 /// Why the broker cannot start; every message names the file or directory involved.
@@ -70,6 +76,7 @@ impl Broker {
             let group_config = groups::group_config(&config, offsets.partitions.len() as i32);
             let groups = Arc::new(GroupService::new(group_config, offsets.partitions.clone(), stored, broker.clone()));
             let (appended, _) = watch::channel(0);
+            let mutation_quota = mutation_quota::MutationQuota::new(&config);
             Broker {
                 config,
                 topics,
@@ -79,6 +86,7 @@ impl Broker {
                 groups,
                 producer_ids,
                 _data_dir_lock: lock,
+                mutation_quota,
             }
         }))
     }

@@ -282,8 +282,10 @@ impl Connection {
 fn client_min_version(key: ApiKey) -> i16 {
     match key {
         ApiKey::Metadata => 1,
-        ApiKey::OffsetCommit => <OffsetCommitRequest as Message>::VERSIONS.min,
-        ApiKey::OffsetFetch => <OffsetFetchRequest as Message>::VERSIONS.min,
+        // The oldest versions this client fills in (OffsetCommit v0/v1 and OffsetFetch v0 are
+        // Kafka 0.8's ZooKeeper-era forms; the codecs accept them for old clients of the broker).
+        ApiKey::OffsetCommit => 2,
+        ApiKey::OffsetFetch => 1,
         _ => 0,
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use tern_broker::config::{check_broker_setting, parse_properties, plaintext_listener, DEFAULT_PROTOCOL_MAP};
-use tern_broker::{Broker, BrokerConfig};
+use tern_broker::{open_files, Broker, BrokerConfig};
 
 /// The commented default configuration, embedded in the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/server.properties");
@@ -109,9 +109,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
     prepare_data_dir(&data_dir)?;
+    // Every partition keeps files open: take all the open-file limit allows, before opening them.
+    match open_files::raise_to_hard_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(from = ?before.soft, to = ?after.soft, "raised the open-file limit to the hard limit")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    match open_files::room() {
+        Some(room) => tracing::info!(
+            open_file_limit = room.limit,
+            open_files = room.in_use,
+            kept_free = room.reserve,
+            "room for {} more partitions (one open file each)",
+            room.partitions
+        ),
+        None => tracing::info!("no open-file limit: partitions are not bounded by it"),
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), cluster_id = broker.cluster_id, "tern broker started");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

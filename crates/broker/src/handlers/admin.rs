@@ -1,4 +1,9 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeCluster.
+//!
+//! Creating partitions is bounded twice: by the KIP-599 controller mutation quota per client id
+//! (`mutation_quota`), and by the open-file limit, checked before anything is created
+//! (`open_files`), so that an operation that cannot complete is refused whole (POLICY_VIOLATION,
+//! as Kafka's controller refuses an excessively large operation).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,11 +22,24 @@ use super::blocking;
 use super::metadata::{str_bytes, topic_name, CLUSTER_OPERATIONS};
 use crate::config::validate_topic_config;
 use crate::errors::topic_error_code;
+use crate::log_limit::LogLimiter;
+use crate::mutation_quota::RequestQuota;
 use crate::offsets_topic::OFFSETS_TOPIC;
+use crate::open_files;
 use crate::topics::{validate_topic_name, Topic};
 use crate::Broker;
 
 type AdminError = (ResponseError, String);
+
+static REFUSED_LOG: LogLimiter = LogLimiter::new();
+
+/// Logs a refused creation, deletion or growth (rate-limited: a client can repeat it at will).
+fn refused(topic: &str, partitions: u64, error: ResponseError, message: String) -> AdminError {
+    if let Some(suppressed) = REFUSED_LOG.allow() {
+        tracing::warn!(topic, partitions, error = ?error, suppressed, "refused: {message}");
+    }
+    (error, message)
+}
 
 /// Creates a topic after validating everything a client could get wrong; with `validate_only`
 /// it stops before writing and returns `None`.
@@ -31,6 +49,7 @@ pub(crate) async fn create_topic(
     partitions: i32,
     configs: BTreeMap<String, String>,
     validate_only: bool,
+    quota: &mut RequestQuota<'_>,
 ) -> Result<Option<Arc<Topic>>, AdminError> {
     validate_topic_name(name).map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
     if partitions < 1 {
@@ -44,9 +63,12 @@ pub(crate) async fn create_topic(
         return Err((ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", existing.name)));
     }
     broker.topics.check_collision(name).map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
+    let count = partitions as u64;
+    open_files::check_room_for(count).map_err(|m| refused(name, count, ResponseError::PolicyViolation, m))?;
     if validate_only {
         return Ok(None);
     }
+    quota.record(count).map_err(|m| refused(name, count, ResponseError::ThrottlingQuotaExceeded, m))?;
     let log_config = broker.config.log_config(&configs);
     let b = broker.clone();
     let name = name.to_string();
@@ -61,8 +83,10 @@ pub(crate) async fn create_topics(
     broker: &Arc<Broker>,
     request: CreateTopicsRequest,
     version: i16,
+    client_id: &str,
 ) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
+    let mut quota = broker.mutation_quota.for_request(client_id, version >= 6);
     for t in request.topics {
         let name = t.name.0.as_str().to_string();
         let partitions = if t.num_partitions == -1 { broker.config.num_partitions() } else { t.num_partitions };
@@ -90,9 +114,11 @@ pub(crate) async fn create_topics(
             }
         }
         let created = match outcome {
-            Ok(partitions) => create_topic(broker, &name, partitions, configs.clone(), request.validate_only)
-                .await
-                .map(|t| t.map_or((uuid::Uuid::nil(), partitions), |t| (t.id, t.partitions.len() as i32))),
+            Ok(partitions) => {
+                create_topic(broker, &name, partitions, configs.clone(), request.validate_only, &mut quota)
+                    .await
+                    .map(|t| t.map_or((uuid::Uuid::nil(), partitions), |t| (t.id, t.partitions.len() as i32)))
+            }
             Err(e) => Err(e),
         };
         match created {
@@ -124,6 +150,7 @@ pub(crate) async fn create_topics(
         }
         response.topics.push(result);
     }
+    response.throttle_time_ms = quota.throttle_time_ms;
     response
 }
 
@@ -131,8 +158,10 @@ pub(crate) async fn delete_topics(
     broker: &Arc<Broker>,
     request: DeleteTopicsRequest,
     version: i16,
+    client_id: &str,
 ) -> DeleteTopicsResponse {
     let mut response = DeleteTopicsResponse::default();
+    let mut quota = broker.mutation_quota.for_request(client_id, version >= 5);
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         request.topics.into_iter().map(|t| (t.name.map(|n| n.0.as_str().to_string()), t.topic_id)).collect()
     } else {
@@ -163,6 +192,16 @@ pub(crate) async fn delete_topics(
                 let _guard = broker.admin_lock.lock().await;
                 result.name = Some(topic_name(&topic.name));
                 result.topic_id = topic.id;
+                let count = topic.partitions.len() as u64;
+                if let Err(message) = quota.record(count) {
+                    let (error, message) = refused(&topic.name, count, ResponseError::ThrottlingQuotaExceeded, message);
+                    result.error_code = error.code();
+                    if version >= 5 {
+                        result.error_message = Some(str_bytes(&message));
+                    }
+                    response.responses.push(result);
+                    continue;
+                }
                 let b = broker.clone();
                 let n = topic.name.clone();
                 drop(topic);
@@ -181,14 +220,18 @@ pub(crate) async fn delete_topics(
         }
         response.responses.push(result);
     }
+    response.throttle_time_ms = quota.throttle_time_ms;
     response
 }
 
 pub(crate) async fn create_partitions(
     broker: &Arc<Broker>,
     request: CreatePartitionsRequest,
+    version: i16,
+    client_id: &str,
 ) -> CreatePartitionsResponse {
     let mut response = CreatePartitionsResponse::default();
+    let mut quota = broker.mutation_quota.for_request(client_id, version >= 3);
     for t in request.topics {
         let name = t.name.0.as_str().to_string();
         let result = grow_topic(
@@ -198,6 +241,7 @@ pub(crate) async fn create_partitions(
             t.assignments
                 .is_some_and(|a| a.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id()))),
             request.validate_only,
+            &mut quota,
         )
         .await;
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
@@ -207,6 +251,7 @@ pub(crate) async fn create_partitions(
         }
         response.results.push(r);
     }
+    response.throttle_time_ms = quota.throttle_time_ms;
     response
 }
 
@@ -216,6 +261,7 @@ async fn grow_topic(
     count: i32,
     foreign_assignment: bool,
     validate_only: bool,
+    quota: &mut RequestQuota<'_>,
 ) -> Result<(), AdminError> {
     let _guard = broker.admin_lock.lock().await;
     let topic = broker
@@ -235,9 +281,12 @@ async fn grow_topic(
     if foreign_assignment {
         return Err((ResponseError::InvalidReplicaAssignment, "Only this broker exists in the cluster.".into()));
     }
+    let added = (count - current) as u64;
+    open_files::check_room_for(added).map_err(|m| refused(name, added, ResponseError::PolicyViolation, m))?;
     if validate_only {
         return Ok(());
     }
+    quota.record(added).map_err(|m| refused(name, added, ResponseError::ThrottlingQuotaExceeded, m))?;
     let log_config = broker.config.log_config(&topic.configs);
     let b = broker.clone();
     let name = name.to_string();

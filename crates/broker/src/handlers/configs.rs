@@ -50,11 +50,18 @@ fn entry(
         .with_read_only(read_only)
 }
 
-pub(crate) fn describe(
-    broker: &Arc<Broker>,
-    request: DescribeConfigsRequest,
-    _version: i16,
-) -> DescribeConfigsResponse {
+pub(crate) fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+    let mut response = describe_all(broker, request);
+    if version == 0 {
+        // v0 has no config source, only whether a value is the default.
+        for e in response.results.iter_mut().flat_map(|r| r.configs.iter_mut()) {
+            e.is_default = e.config_source == ConfigSource::DefaultConfig as i8;
+        }
+    }
+    response
+}
+
+fn describe_all(broker: &Arc<Broker>, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default()

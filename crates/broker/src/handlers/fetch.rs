@@ -2,7 +2,12 @@
 //!
 //! Reads run on the blocking pool, so a fetch of cold data that misses the page cache never
 //! stalls the tasks serving other connections. Fetch sessions (KIP-227) are declined by
-//! answering session id 0, which every client handles by sending full fetches.
+//! answering session id 0, which every client handles by sending full fetches. A response holds
+//! at most the broker's `fetch.max.bytes` of records (beyond the first batch, as in Kafka).
+//!
+//! Fetch v0-3 come from clients that read only message formats v0/v1; Tern stores v2 batches
+//! and does not down-convert, so every partition is answered UNSUPPORTED_VERSION, as Kafka
+//! answers them when `message.downconversion.enable=false`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +19,7 @@ use uuid::Uuid;
 
 use super::{blocking, requested_partition};
 use crate::errors::storage_error_code;
+use crate::log_limit::LogLimiter;
 use crate::Broker;
 
 /// One partition to read, resolved from the request.
@@ -27,7 +33,14 @@ struct Wanted {
     current_leader_epoch: i32,
 }
 
-pub(crate) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+static OLD_VERSION_LOG: LogLimiter = LogLimiter::new();
+
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+    version: i16,
+    client_id: &str,
+) -> FetchResponse {
     let mut response = FetchResponse::default();
     if request.session_id != 0 {
         response.error_code = ResponseError::FetchSessionIdNotFound.code();
@@ -55,9 +68,37 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version:
             });
         }
     }
+    if version < 4 {
+        if let Some(suppressed) = OLD_VERSION_LOG.allow() {
+            tracing::info!(
+                client_id,
+                version,
+                suppressed,
+                "answered Fetch with UNSUPPORTED_VERSION: versions 0-3 read message formats v0/v1, which Tern does not convert to"
+            );
+        }
+        for w in &wanted {
+            let known = w
+                .name
+                .as_deref()
+                .and_then(|n| broker.topics.get(n))
+                .is_some_and(|t| t.partition(w.partition).is_some());
+            let error = if known { ResponseError::UnsupportedVersion } else { ResponseError::UnknownTopicOrPartition };
+            topics[w.topic_index].partitions.push(
+                PartitionData::default()
+                    .with_partition_index(w.partition)
+                    .with_error_code(error.code())
+                    .with_high_watermark(-1)
+                    .with_records(Some(Default::default())),
+            );
+        }
+        response.responses = topics;
+        return response;
+    }
     let wanted = Arc::new(wanted);
-    let max_bytes = request.max_bytes.max(0) as usize;
-    let min_bytes = request.min_bytes.max(0) as usize;
+    // v0-2 have no max_bytes (it decodes as i32::MAX); every version is capped by the broker's.
+    let max_bytes = (request.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes());
+    let min_bytes = (request.min_bytes.max(0) as usize).min(max_bytes);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let mut appended = broker.appended.subscribe();
     let results = loop {

@@ -316,7 +316,8 @@ pub(crate) async fn offset_commit(
                     partition_index: p.partition_index,
                     committed_offset: p.committed_offset,
                     committed_leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
-                    commit_timestamp: -1,
+                    // v1 only: the client's commit time (-1: now).
+                    commit_timestamp: if version == 1 { p.commit_timestamp } else { -1 },
                     committed_metadata: opt_string(&p.committed_metadata),
                 })
                 .collect(),
@@ -447,13 +448,17 @@ pub(crate) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ve
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    // v1: a topic list is required; v2+: null asks for every committed partition.
+    // v0/v1: a topic list is required; v2+: null asks for every committed partition.
     let topics = request.topics.map(|ts| {
         ts.into_iter()
             .map(|t| group::TopicPartitions { name: string(&t.name.0), partitions: t.partition_indexes })
             .collect()
     });
-    let r = fetch_one(broker, string(&request.group_id.0), topics, require_stable);
+    let mut r = fetch_one(broker, string(&request.group_id.0), topics.clone(), require_stable);
+    if version < 2 && r.error_code != errors::NONE {
+        // v0/v1 have no group-level error: Kafka puts it on every requested partition.
+        r.topics = legacy_group_error(topics.unwrap_or_default(), r.error_code);
+    }
     let mut response = OffsetFetchResponse::default().with_topics(
         r.topics
             .into_iter()
@@ -482,6 +487,26 @@ pub(crate) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ve
         response.error_code = r.error_code;
     }
     response
+}
+
+fn legacy_group_error(topics: Vec<group::TopicPartitions>, error_code: i16) -> Vec<group::OffsetFetchTopic> {
+    topics
+        .into_iter()
+        .map(|t| group::OffsetFetchTopic {
+            name: t.name,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|partition_index| group::OffsetFetchPartition {
+                    partition_index,
+                    committed_offset: -1,
+                    committed_leader_epoch: -1,
+                    metadata: String::new(),
+                    error_code,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 pub(crate) async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {

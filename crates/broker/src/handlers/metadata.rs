@@ -45,7 +45,12 @@ pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
 }
 
-pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+    client_id: &str,
+) -> MetadataResponse {
     let node = BrokerId(broker.config.node_id());
     let mut response = MetadataResponse::default();
     response.brokers = vec![MetadataResponseBroker::default()
@@ -71,6 +76,8 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
         return response;
     };
     let auto_create = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
+    // Kafka counts auto-created partitions against the mutation quota without refusing them.
+    let mut quota = broker.mutation_quota.for_request(client_id, false);
     for wanted in requested {
         let entry = match wanted.name {
             Some(name) => {
@@ -79,7 +86,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
                     Some(t) => describe_topic(broker, &t, version, topic_operations),
                     None if auto_create => {
                         let partitions = broker.config.num_partitions();
-                        match create_topic(broker, &name, partitions, Default::default(), false).await {
+                        match create_topic(broker, &name, partitions, Default::default(), false, &mut quota).await {
                             Ok(Some(t)) => describe_topic(broker, &t, version, topic_operations),
                             Ok(None) => error_topic(Some(&name), Uuid::nil(), ResponseError::UnknownTopicOrPartition),
                             Err((code, _)) => error_topic(Some(&name), Uuid::nil(), code),

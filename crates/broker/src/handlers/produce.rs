@@ -30,6 +30,13 @@ pub(crate) struct Client<'a> {
     pub peer: SocketAddr,
 }
 
+/// Magic byte of the only record format Tern stores (Kafka 0.11+ record batches).
+const MAGIC_V2: u8 = 2;
+/// Where the magic byte sits: the same place in v0/v1 messages and v2 batches.
+const MAGIC_POSITION: usize = 16;
+/// Where every format's entry length (of the bytes after it) sits.
+const LENGTH_POSITION: usize = 8;
+
 pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16, client: Client<'_>) -> Outcome {
     let acks = request.acks;
     if let Some(id) = &request.transactional_id {
@@ -119,6 +126,13 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
                         r.error_message = Some(str_bytes(&format!("Produce v{version} may not use zstd compression")));
                         return r.with_error_code(ResponseError::UnsupportedCompressionType.code());
                     }
+                    // Produce v0-2 come from clients that write message format v0/v1, which Tern
+                    // does not convert (Kafka 3.x up-converts it); format v2 in them is fine.
+                    if version < 3 && !only_format_v2(&records) {
+                        r.error_message =
+                            Some(str_bytes("message format v0/v1 is not supported: Tern stores only format v2"));
+                        return r.with_error_code(ResponseError::UnsupportedForMessageFormat.code());
+                    }
                     // Ids at or above this were never issued; read before the append, so an id
                     // handed out meanwhile is not refused.
                     let origin = AppendOrigin::Client { producer_ids_below: broker.producer_ids.issued_below() };
@@ -183,6 +197,25 @@ fn record_errors(e: &StorageError) -> Vec<BatchIndexAndErrorMessage> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Whether every entry of a produced record set is a v2 record batch (a malformed set passes, for
+/// the append's validation to refuse with its own error).
+fn only_format_v2(records: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(entry) = records.get(at..) {
+        if entry.len() <= MAGIC_POSITION {
+            return true;
+        }
+        if entry[MAGIC_POSITION] != MAGIC_V2 {
+            return false;
+        }
+        let length = &entry[LENGTH_POSITION..LENGTH_POSITION + 4];
+        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        let Ok(length) = usize::try_from(length) else { return true };
+        at = at.saturating_add(LENGTH_POSITION + 4 + length);
+    }
+    true
 }
 
 fn min_insync_replicas(broker: &Broker, topic: &crate::topics::Topic) -> i64 {
