@@ -130,8 +130,9 @@ async fn retries_keep_partition_order_with_requests_in_flight() {
     bounded("close", producer.close()).await.unwrap();
 }
 
-/// A broker that lost the producer's sequence numbers refuses its next batch as out of order;
-/// the producer gets a new producer id, renumbers from 0 and goes on, in order.
+/// A broker that lost the producer's sequence numbers refuses its next batch as out of order
+/// (or as from an unknown producer); the producer gets a new producer id, renumbers from 0 and
+/// goes on, in order.
 #[tokio::test]
 async fn lost_producer_state_resets_the_producer_id() {
     let fake = FakeBroker::start(&[("reset", 1)]).await;
@@ -146,10 +147,20 @@ async fn lost_producer_state_resets_the_producer_id() {
     let second_id = producer.producer_id().expect("producer id").0;
     assert_ne!(first_id, second_id, "a new producer id after the reset");
     assert_eq!(fake.init_producer_id_calls.load(Ordering::SeqCst), 2);
+
+    // UNKNOWN_PRODUCER_ID (older brokers' answer when they expired the producer): the same.
+    fake.fail_code.store(59, Ordering::SeqCst);
+    fake.fail_produce.store(1, Ordering::SeqCst);
+    let futures = send_all(&producer, "reset", (0..100).map(|n| format!("c{n}"))).await;
+    assert_delivered_in_order(futures, 200).await;
+    let third_id = producer.producer_id().expect("producer id").0;
+    assert!(third_id != second_id && third_id != first_id, "a new producer id after UNKNOWN_PRODUCER_ID");
+    assert_eq!(fake.init_producer_id_calls.load(Ordering::SeqCst), 3);
+
     let ids = fake.producer_ids("reset", 0);
-    assert!(ids.iter().all(|&id| id == first_id || id == second_id), "{ids:?}");
+    assert!(ids.iter().all(|&id| [first_id, second_id, third_id].contains(&id)), "{ids:?}");
     let values = fake.values("reset", 0);
-    let want: Vec<String> = (0..100).map(|n| format!("a{n}")).chain((0..100).map(|n| format!("b{n}"))).collect();
+    let want: Vec<String> = ["a", "b", "c"].iter().flat_map(|tag| (0..100).map(move |n| format!("{tag}{n}"))).collect();
     assert_eq!(values, want);
     bounded("close", producer.close()).await.unwrap();
 }
