@@ -64,6 +64,8 @@ client_requests! {
     ListGroupsRequest => ListGroupsResponse, ListGroups;
     DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups;
     DeleteGroupsRequest => DeleteGroupsResponse, DeleteGroups;
+    // v6 adds keep_prepared_txn (transactions, KIP-939).
+    InitProducerIdRequest => InitProducerIdResponse, InitProducerId, max 5;
 }
 
 const CLIENT_SOFTWARE_NAME: &str = "tern-client";
@@ -315,6 +317,7 @@ fn client_max_version(key: ApiKey) -> Option<i16> {
         ApiKey::ListGroups => ListGroupsRequest::MAX_VERSION,
         ApiKey::DescribeGroups => DescribeGroupsRequest::MAX_VERSION,
         ApiKey::DeleteGroups => DeleteGroupsRequest::MAX_VERSION,
+        ApiKey::InitProducerId => InitProducerIdRequest::MAX_VERSION,
         _ => return None,
     })
 }

@@ -17,6 +17,9 @@ use crate::connection::PendingResponse;
 use crate::error::{Error, Result};
 use crate::records::{decode_batch, split_batches};
 
+/// Pause after a failed fetch before the next attempt.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
@@ -199,17 +202,23 @@ impl Consumer {
     }
 
     /// Fetches the next records from all assigned partitions. May return an empty batch when
-    /// nothing arrived within `fetch_max_wait`; retriable failures also yield an empty batch.
+    /// nothing arrived within `fetch_max_wait`; retriable failures (a broker restarting or
+    /// unreachable, a leader moving) also yield an empty batch, after a short pause, and the
+    /// next poll reconnects and goes on from the same positions.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>> {
         if self.parts.is_empty() {
             return Ok(Vec::new());
         }
-        if self.refresh {
-            self.refresh_metadata().await?;
-        }
-        self.resolve_offsets().await?;
-        if self.inflight.is_empty() {
-            self.issue_fetches().await?;
+        if let Err(e) = self.prepare_fetches().await {
+            if !e.is_retriable() {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, "preparing fetches failed; will retry");
+            self.refresh = true;
+            if self.inflight.is_empty() {
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                return Ok(Vec::new());
+            }
         }
         let mut out = Vec::new();
         let mut first_err = None;
@@ -239,11 +248,23 @@ impl Consumer {
             Some(e) if out.is_empty() && !e.is_retriable() => Err(e),
             Some(e) if out.is_empty() => {
                 tracing::debug!(error = %e, "fetch failed; will retry");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(RETRY_BACKOFF).await;
                 Ok(out)
             }
             _ => Ok(out),
         }
+    }
+
+    /// Metadata, start offsets and the next fetch requests, as far as each is needed.
+    async fn prepare_fetches(&mut self) -> Result<()> {
+        if self.refresh {
+            self.refresh_metadata().await?;
+        }
+        self.resolve_offsets().await?;
+        if self.inflight.is_empty() {
+            self.issue_fetches().await?;
+        }
+        Ok(())
     }
 
     async fn refresh_metadata(&mut self) -> Result<()> {

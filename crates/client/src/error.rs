@@ -45,6 +45,13 @@ pub enum Error {
     /// The producer or consumer was shut down.
     #[error("client is closed")]
     Closed,
+    /// The producer's buffer stayed full for `max.block.ms` (librdkafka's QUEUE_FULL).
+    #[error("producer buffer full: {0}")]
+    BufferFull(String),
+    /// A record got no acknowledgement within `delivery.timeout.ms`; it may or may not have
+    /// been written.
+    #[error("delivery timed out: {0}")]
+    DeliveryTimeout(String),
 }
 
 impl Error {
@@ -72,6 +79,9 @@ impl Error {
             Error::Kafka { code, .. } => code.is_retriable(),
             Error::Io { .. } | Error::ConnectionClosed { .. } | Error::Timeout { .. } => true,
             Error::NoBroker(_) => true,
+            // Sending again later may succeed (Kafka's BufferExhausted and Timeout exceptions
+            // are retriable too).
+            Error::BufferFull(_) | Error::DeliveryTimeout(_) => true,
             _ => false,
         }
     }

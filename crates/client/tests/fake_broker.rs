@@ -91,15 +91,13 @@ async fn produce_then_consume_all_compressions() {
         let producer = Producer::new(ProducerConfig { compression, batch_size: 2048, ..producer_config(fake.addr()) })
             .await
             .unwrap();
-        let futures: Vec<_> = (0..500)
-            .map(|n| {
-                producer.send(
-                    ProducerRecord::new(topic.clone(), Bytes::from(format!("value-{n}")))
-                        .with_key(Bytes::from(format!("key-{}", n % 37)))
-                        .with_header("n", Some(Bytes::from(n.to_string()))),
-                )
-            })
-            .collect();
+        let mut futures = Vec::new();
+        for n in 0..500 {
+            let record = ProducerRecord::new(topic.clone(), Bytes::from(format!("value-{n}")))
+                .with_key(Bytes::from(format!("key-{}", n % 37)))
+                .with_header("n", Some(Bytes::from(n.to_string())));
+            futures.push(producer.send(record).await.unwrap());
+        }
         producer.flush().await.unwrap();
         let mut offsets = HashMap::new();
         for (n, f) in futures.into_iter().enumerate() {
@@ -125,8 +123,10 @@ async fn produce_then_consume_all_compressions() {
 async fn keyless_records_stick_then_spread() {
     let fake = FakeBroker::start(&[("s", 8)]).await;
     let producer = Producer::new(ProducerConfig { batch_size: 1024, ..producer_config(fake.addr()) }).await.unwrap();
-    let futures: Vec<_> =
-        (0..400).map(|_| producer.send(ProducerRecord::new("s", Bytes::from(vec![7u8; 100])))).collect();
+    let mut futures = Vec::new();
+    for _ in 0..400 {
+        futures.push(producer.send(ProducerRecord::new("s", Bytes::from(vec![7u8; 100]))).await.unwrap());
+    }
     let mut parts = Vec::new();
     for f in futures {
         parts.push(f.await.unwrap().partition);
@@ -143,12 +143,17 @@ async fn retries_not_leader_and_acks_zero() {
     let fake = FakeBroker::start(&[("r", 1)]).await;
     fake.fail_produce.store(2, Ordering::SeqCst);
     let producer = Producer::new(producer_config(fake.addr())).await.unwrap();
-    let md = producer.send(ProducerRecord::new("r", "x").with_partition(0)).await.unwrap();
+    let md = producer.send(ProducerRecord::new("r", "x").with_partition(0)).await.unwrap().await.unwrap();
     assert_eq!(md.offset, 0);
     assert!(fake.produce_requests.load(Ordering::SeqCst) >= 3);
 
-    let p0 = Producer::new(ProducerConfig { acks: 0, ..producer_config(fake.addr()) }).await.unwrap();
-    let futs: Vec<_> = (0..50).map(|_| p0.send(ProducerRecord::new("r", "y"))).collect();
+    let p0 = Producer::new(ProducerConfig { acks: 0, enable_idempotence: false, ..producer_config(fake.addr()) })
+        .await
+        .unwrap();
+    let mut futs = Vec::new();
+    for _ in 0..50 {
+        futs.push(p0.send(ProducerRecord::new("r", "y")).await.unwrap());
+    }
     for f in futs {
         assert_eq!(f.await.unwrap().offset, -1);
     }
@@ -163,7 +168,7 @@ async fn retries_exhausted_reports_kafka_error() {
     let fake = FakeBroker::start(&[("e", 1)]).await;
     fake.fail_produce.store(100, Ordering::SeqCst);
     let producer = Producer::new(ProducerConfig { retries: 2, ..producer_config(fake.addr()) }).await.unwrap();
-    let err = producer.send(ProducerRecord::new("e", "x")).await.unwrap_err();
+    let err = producer.send(ProducerRecord::new("e", "x")).await.unwrap().await.unwrap_err();
     assert!(err.to_string().contains("NOT_LEADER_OR_FOLLOWER"), "{err}");
 }
 
@@ -171,10 +176,10 @@ async fn retries_exhausted_reports_kafka_error() {
 async fn unknown_topic_fails_after_timeout() {
     let fake = FakeBroker::start(&[]).await;
     let producer =
-        Producer::new(ProducerConfig { request_timeout: Duration::from_millis(200), ..producer_config(fake.addr()) })
+        Producer::new(ProducerConfig { max_block: Duration::from_millis(200), ..producer_config(fake.addr()) })
             .await
             .unwrap();
-    let err = producer.send(ProducerRecord::new("nope", "x")).await.unwrap_err();
+    let err = producer.send(ProducerRecord::new("nope", "x")).await.unwrap().await.unwrap_err();
     assert!(err.to_string().contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
 }
 
@@ -183,7 +188,7 @@ async fn consumer_offsets_seek_and_out_of_range() {
     let fake = FakeBroker::start(&[("o", 1)]).await;
     let producer = Producer::new(producer_config(fake.addr())).await.unwrap();
     for n in 0..20 {
-        drop(producer.send(ProducerRecord::new("o", Bytes::from(format!("{n}")))));
+        drop(producer.send(ProducerRecord::new("o", Bytes::from(format!("{n}")))).await.unwrap());
     }
     producer.flush().await.unwrap();
 
@@ -241,7 +246,8 @@ async fn pipelined_requests_keep_partition_order() {
         for n in 0..N {
             // Uneven sizes make some batches slower to encode than their successors.
             let value = format!("{n}:{}", "x".repeat(n % 97));
-            futures.push(producer.send(ProducerRecord::new("ord", Bytes::from(value)).with_partition(0)));
+            futures
+                .push(producer.send(ProducerRecord::new("ord", Bytes::from(value)).with_partition(0)).await.unwrap());
             if n % 64 == 0 {
                 tokio::task::yield_now().await;
             }

@@ -67,9 +67,12 @@ pub struct ProduceArgs {
     /// Value size of each record in bytes (records are keyless).
     #[arg(long, default_value_t = 1024)]
     pub record_size: usize,
-    /// 0, 1 or -1 (all).
-    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    /// 0, 1 or -1 (all, Kafka's default). The producer is idempotent only with -1.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub acks: i16,
+    /// Turn off the idempotent producer (enable.idempotence=false), which is on with --acks -1.
+    #[arg(long)]
+    pub no_idempotence: bool,
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
     /// Producer batch size in bytes.
@@ -391,16 +394,25 @@ async fn produce(a: ProduceArgs) -> Result<Summary> {
     };
     let admin = Admin::new(&c.bootstrap).await.context("connecting admin client")?;
     let partitions = ensure_topic(&admin, &c.topic, a.partitions).await?;
+    let outstanding =
+        if a.max_outstanding > 0 { a.max_outstanding } else { (64 * 1024 * 1024 / a.record_size).max(1000) };
+    // Like Kafka's clients, idempotence is on unless acks is not "all" or it is turned off.
+    let idempotence = a.acks == -1 && !a.no_idempotence;
+    let defaults = ProducerConfig::default();
     let config = ProducerConfig {
         bootstrap: c.bootstrap.clone(),
         client_id: "tern-bench".into(),
         acks: a.acks,
+        enable_idempotence: idempotence,
         linger: Duration::from_millis(a.linger_ms),
         batch_size: a.batch_size,
         compression: a.compression,
         max_in_flight: a.max_in_flight,
         max_request_size: (a.batch_size + 64 * 1024).max(1024 * 1024),
-        ..ProducerConfig::default()
+        // `--max-outstanding` is the bound here, not the producer's buffer.
+        buffer_memory: defaults.buffer_memory.max(outstanding.saturating_mul(a.record_size + 64)),
+        buffer_max_records: defaults.buffer_max_records.max(outstanding),
+        ..defaults
     };
     let producer = Producer::new(config).await.context("starting producer")?;
     let pool = payload_pool(a.record_size);
@@ -410,12 +422,12 @@ async fn produce(a: ProduceArgs) -> Result<Summary> {
     producer
         .send(ProducerRecord::new(c.topic.clone(), pool.slice(0..a.record_size)))
         .await
+        .context("queueing the warm-up record")?
+        .await
         .context("warm-up record")?;
 
-    let outstanding =
-        if a.max_outstanding > 0 { a.max_outstanding } else { (64 * 1024 * 1024 / a.record_size).max(1000) };
     let pb = progress(target, "records");
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, DeliveryFuture)>(outstanding);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, tern_client::Result<DeliveryFuture>)>(outstanding);
     let collector = {
         let pb = pb.clone();
         tokio::spawn(async move {
@@ -423,8 +435,12 @@ async fn produce(a: ProduceArgs) -> Result<Summary> {
             let mut errors = 0u64;
             let mut first_error: Option<String> = None;
             let mut n = 0u64;
-            while let Some((t0, fut)) = rx.recv().await {
-                match fut.await {
+            while let Some((t0, queued)) = rx.recv().await {
+                let delivered = match queued {
+                    Ok(fut) => fut.await,
+                    Err(e) => Err(e),
+                };
+                match delivered {
                     Ok(_) => lat.push(t0.elapsed()),
                     Err(e) => {
                         errors += 1;
@@ -461,8 +477,8 @@ async fn produce(a: ProduceArgs) -> Result<Summary> {
         let value = pool.slice(off..off + a.record_size);
         off = (off + 4099) % window;
         let t0 = Instant::now();
-        let fut = producer.send(ProducerRecord::new(c.topic.clone(), value));
-        permit.send((t0, fut));
+        let queued = producer.send(ProducerRecord::new(c.topic.clone(), value)).await;
+        permit.send((t0, queued));
         sent += 1;
     }
     drop(tx);
@@ -489,6 +505,7 @@ async fn produce(a: ProduceArgs) -> Result<Summary> {
             ("partitions", partitions.to_string()),
             ("record_size", a.record_size.to_string()),
             ("acks", a.acks.to_string()),
+            ("idempotence", idempotence.to_string()),
             ("linger_ms", a.linger_ms.to_string()),
             ("batch_size", a.batch_size.to_string()),
             ("compression", format!("{:?}", a.compression).to_ascii_lowercase()),

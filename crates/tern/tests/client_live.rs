@@ -66,7 +66,7 @@ async fn produce(addr: &str, topic: &str, compression: Compression, base_ts: i64
         let record = ProducerRecord::new(topic, Bytes::from(format!("value-{n}")))
             .with_key(Bytes::from(key_of(n)))
             .with_timestamp(base_ts + n as i64);
-        futures.push(producer.send(record));
+        futures.push(bounded("send", producer.send(record)).await.expect("queued"));
         if n % 512 == 0 {
             tokio::task::yield_now().await;
         }

@@ -70,17 +70,25 @@ enum State {
 /// Resolves when the broker acknowledged (or finally rejected) one record.
 ///
 /// The record is already queued when this is returned; dropping the future does not cancel it.
+/// It resolves exactly once per record: every batch ends in one outcome (see [`crate::producer`]).
 #[must_use = "the future reports whether the record was delivered"]
 pub struct DeliveryFuture {
     state: State,
     timestamp: i64,
 }
 
-impl DeliveryFuture {
-    pub(crate) fn failed(e: Error) -> Self {
-        DeliveryFuture { state: State::Done(Some(Err(e))), timestamp: -1 }
+impl std::fmt::Debug for DeliveryFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Done(_) => "done",
+            State::Placing(_) => "waiting for metadata",
+            State::Waiting { .. } => "queued",
+        };
+        f.debug_struct("DeliveryFuture").field("state", &state).finish()
     }
+}
 
+impl DeliveryFuture {
     pub(crate) fn waiting(outcome: Arc<Outcome>, index: u32, timestamp: i64) -> Self {
         DeliveryFuture { state: State::Waiting { outcome, index, slot: None }, timestamp }
     }

@@ -1,85 +1,37 @@
-//! The producer: per-partition batching, linger, retries, pipelined Produce requests.
+//! The producer: per-partition batching, linger, a bounded buffer, idempotence, retries in order,
+//! pipelined Produce requests.
 //!
-//! `send` appends to an in-memory accumulator under a short lock and returns at once; a
-//! background sender task drains ready batches, groups them per leader and keeps up to
-//! `max_in_flight` Produce requests outstanding per broker.
+//! `send` appends to an in-memory accumulator under a short lock (waiting first, up to
+//! `max_block`, while the buffer is full); a background sender task drains ready batches, groups
+//! them per leader and keeps up to `max_in_flight` Produce requests outstanding per broker.
+//!
+//! Every batch ends in exactly one outcome, reported to all its records' futures: acknowledged,
+//! or an error (non-retriable, retries exhausted, `delivery_timeout` passed, a fatal producer
+//! error, or the producer gone). `flush` returns once every batch sent before it has one.
 
+mod config;
 mod delivery;
+mod idempotence;
+mod request;
 mod sender;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, Record};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::Record;
 use tokio::sync::{oneshot, Notify};
 
+pub use config::ProducerConfig;
 pub use delivery::{DeliveryFuture, RecordMetadata};
 use delivery::{Outcome, Placement};
+use idempotence::Stamp;
 
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::error::{Error, Result};
-use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::records::{producer_record, RECORD_OVERHEAD};
-
-/// Producer settings; `Default` mirrors the Java client's defaults where they apply.
-#[derive(Clone)]
-pub struct ProducerConfig {
-    /// Comma-separated `host:port` list.
-    pub bootstrap: String,
-    pub client_id: String,
-    /// 0 (no response), 1 (leader) or -1 (all in-sync replicas).
-    pub acks: i16,
-    /// How long a non-full batch may wait for more records.
-    pub linger: Duration,
-    /// Target size of one partition's batch in bytes (before compression).
-    pub batch_size: usize,
-    pub retries: u32,
-    pub retry_backoff: Duration,
-    pub compression: Compression,
-    /// Produce requests outstanding per broker.
-    pub max_in_flight: usize,
-    pub request_timeout: Duration,
-    /// Upper bound on the batches packed into one Produce request, in bytes.
-    pub max_request_size: usize,
-    pub partitioner: Arc<dyn Partitioner>,
-}
-
-impl Default for ProducerConfig {
-    fn default() -> Self {
-        ProducerConfig {
-            bootstrap: "127.0.0.1:9092".into(),
-            client_id: "tern-producer".into(),
-            acks: -1,
-            linger: Duration::from_millis(5),
-            batch_size: 16 * 1024,
-            retries: 10,
-            retry_backoff: Duration::from_millis(100),
-            compression: Compression::None,
-            max_in_flight: 5,
-            request_timeout: Duration::from_secs(30),
-            max_request_size: 1024 * 1024,
-            partitioner: Arc::new(DefaultPartitioner::new()),
-        }
-    }
-}
-
-impl std::fmt::Debug for ProducerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProducerConfig")
-            .field("bootstrap", &self.bootstrap)
-            .field("client_id", &self.client_id)
-            .field("acks", &self.acks)
-            .field("linger", &self.linger)
-            .field("batch_size", &self.batch_size)
-            .field("retries", &self.retries)
-            .field("compression", &self.compression)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("request_timeout", &self.request_timeout)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A record to produce.
 #[derive(Debug, Clone, Default)]
@@ -140,16 +92,42 @@ pub(crate) struct ReadyBatch {
     pub records: Vec<Record>,
     /// Set after the first encode so retries do not compress again.
     pub encoded: Option<Bytes>,
+    /// The producer fields written in `encoded`.
+    pub encoded_stamp: Option<Stamp>,
+    /// Bytes of its records as counted against `buffer_memory`.
     pub bytes: usize,
+    pub count: u32,
     pub outcome: Arc<Outcome>,
     pub attempts: u32,
     pub retry_at: Option<Instant>,
+    pub created: Instant,
+    /// Position among its partition's batches: retries go back in this order.
+    pub number: u64,
+    /// Producer id, epoch and sequence, given at the first send with idempotence and kept
+    /// across retries until the producer id is reset.
+    pub stamp: Option<Stamp>,
+    pub last_error: Option<Error>,
 }
 
 #[derive(Default)]
 pub(crate) struct PartQueue {
     open: Option<OpenBatch>,
+    /// Ordered by `number`.
     pub ready: VecDeque<ReadyBatch>,
+    next_number: u64,
+    /// The sequence the next numbered batch starts at.
+    pub next_sequence: i32,
+    /// Batches sent at least once and without an outcome yet (in flight or waiting to be retried).
+    pub unfinished: BTreeSet<u64>,
+    pub in_flight: usize,
+}
+
+impl PartQueue {
+    /// Puts a batch back for a retry, keeping the partition's order.
+    pub fn requeue(&mut self, batch: ReadyBatch) {
+        let at = self.ready.iter().position(|b| b.number > batch.number).unwrap_or(self.ready.len());
+        self.ready.insert(at, batch);
+    }
 }
 
 pub(crate) struct TopicQueues {
@@ -161,6 +139,7 @@ pub(crate) struct TopicQueues {
 struct PendingRecord {
     record: ProducerRecord,
     timestamp: i64,
+    size: usize,
     tx: oneshot::Sender<Placement>,
     deadline: Instant,
 }
@@ -174,6 +153,18 @@ pub(crate) struct State {
     pub flushing: usize,
     pub closed: bool,
     pub refresh_metadata: bool,
+    /// Record bytes and records held, bounded by `buffer_memory` and `buffer_max_records`.
+    buffered_bytes: usize,
+    buffered_records: usize,
+    /// Batches in Produce requests awaiting their response.
+    pub in_flight: usize,
+    /// The idempotent producer's id and epoch, once InitProducerId answered.
+    pub producer_id: Option<(i64, i16)>,
+    /// A numbered batch failed or the broker lost track of our sequences: get a new producer id
+    /// once nothing is in flight, and renumber what is left.
+    pub reset_producer_id: bool,
+    /// An error that ends the producer: every batch fails with it.
+    pub fatal: Option<Error>,
 }
 
 pub(crate) struct Shared {
@@ -184,6 +175,8 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// Wakes `flush` callers when `incomplete` reaches 0.
     pub idle: Notify,
+    /// Wakes `send` callers waiting for room in the buffer.
+    space: Notify,
 }
 
 impl Shared {
@@ -191,14 +184,80 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Marks one batch finished and wakes flushers if nothing is left.
-    pub fn batch_done(&self, outcome: &Outcome, r: Result<(i64, i64)>) {
-        if outcome.complete(r) {
-            let mut st = self.lock();
-            st.incomplete -= 1;
-            if st.incomplete == 0 {
-                self.idle.notify_waiters();
+    /// Gives a batch that left its partition queue its one outcome and releases its room in the
+    /// buffer. `sent`: it was counted in flight.
+    pub fn finish(&self, st: &mut State, topic: &str, partition: i32, batch: ReadyBatch, r: Result<(i64, i64)>) {
+        if let Some(q) = st.topics.get_mut(topic).and_then(|t| t.parts.get_mut(partition as usize)) {
+            q.unfinished.remove(&batch.number);
+        }
+        if let Err(e) = &r {
+            tracing::debug!(%topic, partition, records = batch.count, error = %e, "batch failed");
+            if batch.stamp.is_some() && self.config.enable_idempotence {
+                // Its sequence numbers may never reach the broker: later batches would be refused.
+                st.reset_producer_id = true;
             }
+        }
+        if batch.outcome.complete(r) {
+            st.incomplete -= 1;
+        }
+        self.release(st, batch.bytes, batch.count as usize);
+    }
+
+    fn release(&self, st: &mut State, bytes: usize, records: usize) {
+        st.buffered_bytes -= bytes;
+        st.buffered_records -= records;
+        self.space.notify_waiters();
+        if st.incomplete == 0 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Counts a batch back out of flight.
+    pub fn landed(&self, st: &mut State, topic: &str, partition: i32) {
+        st.in_flight -= 1;
+        if let Some(q) = st.topics.get_mut(topic).and_then(|t| t.parts.get_mut(partition as usize)) {
+            q.in_flight -= 1;
+        }
+    }
+
+    /// Fails everything not in flight with `e` (a fatal error, or the producer gone).
+    pub fn fail_queued(&self, st: &mut State, e: &Error) {
+        for p in std::mem::take(&mut st.pending) {
+            st.incomplete -= 1;
+            let _ = p.tx.send(Err(e.clone()));
+            self.release(st, p.size, 1);
+        }
+        let mut batches = Vec::new();
+        for tq in st.topics.values_mut() {
+            for (p, q) in tq.parts.iter_mut().enumerate() {
+                if let Some(open) = q.open.take() {
+                    q.next_number += 1;
+                    batches.push((tq.name.clone(), p as i32, open.into_ready(q.next_number - 1)));
+                }
+                batches.extend(q.ready.drain(..).map(|b| (tq.name.clone(), p as i32, b)));
+            }
+        }
+        for (topic, p, b) in batches {
+            self.finish(st, &topic, p, b, Err(e.clone()));
+        }
+    }
+}
+
+impl OpenBatch {
+    fn into_ready(self, number: u64) -> ReadyBatch {
+        ReadyBatch {
+            count: self.records.len() as u32,
+            records: self.records,
+            encoded: None,
+            encoded_stamp: None,
+            bytes: self.bytes,
+            outcome: self.outcome,
+            attempts: 0,
+            retry_at: None,
+            created: self.created,
+            number,
+            stamp: None,
+            last_error: None,
         }
     }
 }
@@ -219,15 +278,16 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Whether `send` queued the record or found no room.
+enum Enqueue {
+    Queued(DeliveryFuture),
+    Full(ProducerRecord),
+}
+
 impl Producer {
     /// Connects to the cluster and starts the sender task.
     pub async fn new(config: ProducerConfig) -> Result<Self> {
-        if !matches!(config.acks, -1..=1) {
-            return Err(Error::Config(format!("acks must be -1, 0 or 1, not {}", config.acks)));
-        }
-        if config.max_in_flight == 0 || config.batch_size == 0 {
-            return Err(Error::Config("max_in_flight and batch_size must be > 0".into()));
-        }
+        config.validate()?;
         let cluster = Cluster::connect(ClusterConfig {
             bootstrap: config.bootstrap.clone(),
             client_id: config.client_id.clone(),
@@ -240,6 +300,7 @@ impl Producer {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             idle: Notify::new(),
+            space: Notify::new(),
         });
         let sender = tokio::spawn(sender::run(shared.clone()));
         Ok(Producer { shared, sender: Some(sender) })
@@ -250,41 +311,107 @@ impl Producer {
         &self.shared.cluster
     }
 
-    /// Queues `record` and returns a future for its delivery. The record is queued before this
-    /// returns, so many sends can be issued before awaiting any of them; records to one
-    /// partition are sent in call order (barring retries with `max_in_flight > 1`).
-    pub fn send(&self, record: ProducerRecord) -> DeliveryFuture {
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let shared = &self.shared;
-        let mut st = shared.lock();
-        if st.closed {
-            return DeliveryFuture::failed(Error::Closed);
+    /// Queues `record`, first waiting up to `max_block` while the buffer is full, and returns a
+    /// future for its delivery. Records to one partition are delivered in the order they were
+    /// queued (with idempotence also across retries), so many sends can be queued before
+    /// awaiting any of the futures.
+    ///
+    /// Fails without queueing the record when the buffer stays full ([`Error::BufferFull`]),
+    /// the producer is closed or failed, or the record is invalid (bad partition, larger than
+    /// `max_request_size` or `buffer_memory`).
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let deadline = tokio::time::Instant::now() + self.shared.config.max_block;
+        let mut record = record;
+        loop {
+            let space = self.shared.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.enqueue(record)? {
+                Enqueue::Queued(f) => return Ok(f),
+                Enqueue::Full(r) => record = r,
+            }
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
+                return Err(self.buffer_full());
+            }
         }
+    }
+
+    /// Like [`send`](Producer::send) but never waits: fails with [`Error::BufferFull`] at once
+    /// when there is no room (librdkafka's QUEUE_FULL).
+    pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        match self.enqueue(record)? {
+            Enqueue::Queued(f) => Ok(f),
+            Enqueue::Full(_) => Err(self.buffer_full()),
+        }
+    }
+
+    fn buffer_full(&self) -> Error {
+        let cfg = &self.shared.config;
+        let (bytes, records) = {
+            let st = self.shared.lock();
+            (st.buffered_bytes, st.buffered_records)
+        };
+        Error::BufferFull(format!(
+            "no room for the record within max.block.ms={} (buffer.memory={} bytes, \
+             queue.buffering.max.messages={}; {bytes} bytes in {records} records are waiting to be acknowledged)",
+            cfg.max_block.as_millis(),
+            cfg.buffer_memory,
+            cfg.buffer_max_records
+        ))
+    }
+
+    fn enqueue(&self, record: ProducerRecord) -> Result<Enqueue> {
+        let shared = &self.shared;
+        let cfg = &shared.config;
+        let size = record.size_estimate();
+        if size > cfg.max_request_size || size > cfg.buffer_memory {
+            let limit = cfg.max_request_size.min(cfg.buffer_memory);
+            let msg = format!(
+                "the record is {size} bytes, larger than {limit} (max.request.size={}, buffer.memory={})",
+                cfg.max_request_size, cfg.buffer_memory
+            );
+            return Err(Error::from_code(ResponseError::MessageTooLarge.code(), Some(&record.topic), None, Some(&msg))
+                .expect("non-zero code"));
+        }
+        let mut st = shared.lock();
+        if let Some(e) = &st.fatal {
+            return Err(e.clone());
+        }
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        if st.buffered_records >= cfg.buffer_max_records || st.buffered_bytes + size > cfg.buffer_memory {
+            return Ok(Enqueue::Full(record));
+        }
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
         // Anything already waiting for metadata goes first, to keep send order.
         if st.pending.is_empty() {
             let known = st.topics.get(record.topic.as_str()).map(|t| t.num_partitions);
             if let Some(n) = known.filter(|&n| n > 0) {
-                let r = append(shared, &mut st, record, timestamp, n);
-                return match r {
-                    Ok((outcome, index)) => DeliveryFuture::waiting(outcome, index, timestamp),
-                    Err(e) => DeliveryFuture::failed(e),
-                };
+                let (outcome, index) = append(shared, &mut st, record, timestamp, n)?;
+                st.buffered_bytes += size;
+                st.buffered_records += 1;
+                return Ok(Enqueue::Queued(DeliveryFuture::waiting(outcome, index, timestamp)));
             }
         }
         let (tx, rx) = oneshot::channel();
         st.pending.push_back(PendingRecord {
             record,
             timestamp,
+            size,
             tx,
-            deadline: Instant::now() + shared.config.request_timeout,
+            deadline: Instant::now() + cfg.max_block.min(cfg.delivery_timeout),
         });
         st.incomplete += 1;
+        st.buffered_bytes += size;
+        st.buffered_records += 1;
         drop(st);
         shared.wake.notify_one();
-        DeliveryFuture::placing(rx, timestamp)
+        Ok(Enqueue::Queued(DeliveryFuture::placing(rx, timestamp)))
     }
 
-    /// Sends everything queued so far without waiting for linger, and waits until it is done.
+    /// Sends everything queued so far without waiting for linger, and waits until every batch
+    /// has its outcome (each within `delivery_timeout` plus at most one `request_timeout`).
     pub async fn flush(&self) -> Result<()> {
         let shared = &self.shared;
         shared.lock().flushing += 1;
@@ -311,6 +438,17 @@ impl Producer {
             let _ = h.await;
         }
         Ok(())
+    }
+
+    /// The producer id and epoch of an idempotent producer, once the broker gave one.
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        self.shared.lock().producer_id
+    }
+
+    /// Bytes and records currently held against `buffer_memory` and `buffer_max_records`.
+    pub fn buffered(&self) -> (usize, usize) {
+        let st = self.shared.lock();
+        (st.buffered_bytes, st.buffered_records)
     }
 }
 
@@ -386,14 +524,25 @@ fn append(
 pub(crate) fn close_open(cfg: &ProducerConfig, tq: &mut TopicQueues, partition: i32) {
     let q = &mut tq.parts[partition as usize];
     if let Some(b) = q.open.take() {
-        q.ready.push_back(ReadyBatch {
-            records: b.records,
-            encoded: None,
-            bytes: b.bytes,
-            outcome: b.outcome,
-            attempts: 0,
-            retry_at: None,
-        });
+        let number = q.next_number;
+        q.next_number += 1;
+        q.ready.push_back(b.into_ready(number));
         cfg.partitioner.on_new_batch(&tq.name, tq.num_partitions, partition);
     }
+}
+
+/// How long until `batch` passes `delivery_timeout`.
+pub(crate) fn expires_at(cfg: &ProducerConfig, batch: &ReadyBatch) -> Instant {
+    batch.created + cfg.delivery_timeout
+}
+
+/// The error of a batch that passed `delivery_timeout` (Java's wording).
+pub(crate) fn expired(cfg: &ProducerConfig, topic: &str, partition: i32, batch: &ReadyBatch) -> Error {
+    let last = batch.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default();
+    Error::DeliveryTimeout(format!(
+        "expiring {} record(s) for {topic}-{partition}: {} ms has passed since batch creation \
+         (delivery.timeout.ms){last}",
+        batch.count,
+        cfg.delivery_timeout.as_millis()
+    ))
 }

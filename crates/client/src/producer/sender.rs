@@ -1,60 +1,81 @@
-//! The producer's background task: metadata, draining ready batches, Produce requests.
+//! The producer's background task: metadata, the producer id, expiring and draining batches.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-
-use super::{append, close_open, PartQueue, ReadyBatch, Shared, TopicQueues};
-use crate::connection::{Connection, PendingResponse};
-use crate::error::Error;
-use crate::records::encode_batch;
 use kafka_protocol::error::ResponseError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-struct InFlight {
-    topic: Arc<str>,
-    partition: i32,
-    batch: ReadyBatch,
+use super::idempotence::{self, increment_sequence, Stamp};
+use super::request::{InFlight, Turns};
+use super::{append, close_open, expired, expires_at, PartQueue, Shared, State, TopicQueues};
+use crate::error::Error;
+
+/// Fails whatever is left if the sender task ends before everything had its outcome (a panic,
+/// or the runtime shutting down): no future is left waiting for a task that is gone.
+struct Leftovers(Arc<Shared>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.closed = true;
+        if st.fatal.is_none() {
+            st.fatal = Some(Error::Closed);
+        }
+        if st.incomplete > 0 {
+            self.0.fail_queued(&mut st, &Error::Closed);
+        }
+    }
 }
 
 pub(super) async fn run(shared: Arc<Shared>) {
+    let _leftovers = Leftovers(shared.clone());
+    let cfg = &shared.config;
+    let backoff = cfg.retry_backoff;
     let mut permits: HashMap<i32, Arc<Semaphore>> = HashMap::new();
     let mut last_refresh: Option<Instant> = None;
+    let mut init_not_before: Option<Instant> = None;
     let mut turns = Turns::default();
     loop {
-        let (want_refresh, closed_and_idle) = {
+        let (want_refresh, closed_and_idle, want_producer_id) = {
             let st = shared.lock();
-            (st.refresh_metadata || !st.pending.is_empty(), st.closed && st.incomplete == 0)
+            (
+                st.refresh_metadata || !st.pending.is_empty(),
+                st.closed && st.incomplete == 0,
+                needs_producer_id(&shared, &st),
+            )
         };
         if closed_and_idle {
             return;
         }
-        let backoff = shared.config.retry_backoff;
         let mut next_wake = None;
+        if want_producer_id {
+            if init_not_before.is_none_or(|t| t <= Instant::now()) {
+                init_not_before = init_producer_id(&shared).await;
+            }
+            next_wake = init_not_before;
+        }
         if want_refresh {
             if last_refresh.is_none_or(|t| t.elapsed() >= backoff) {
                 last_refresh = Some(Instant::now());
                 refresh(&shared).await;
             } else {
-                next_wake = last_refresh.map(|t| t + backoff);
+                next_wake = min_opt(next_wake, last_refresh.map(|t| t + backoff));
             }
         }
         place_pending(&shared);
+        let (requests, wake) = drain(&shared, &mut permits);
+        next_wake = min_opt(next_wake, wake);
         {
             let st = shared.lock();
             if st.refresh_metadata || !st.pending.is_empty() {
                 // Poll metadata again after the backoff; nothing else would wake us.
-                next_wake = min_opt(next_wake, last_refresh.map(|t| t + backoff));
+                let again = last_refresh.map_or_else(Instant::now, |t| t + backoff);
+                next_wake = min_opt(next_wake, Some(again));
             }
         }
-        let (requests, wake) = drain(&shared, &mut permits);
-        next_wake = min_opt(next_wake, wake);
         for (node, batches, permit) in requests {
             turns.submit(&shared, node, batches, permit);
         }
@@ -76,6 +97,60 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+/// An idempotent producer needs a producer id before its first batch, and a new one after a
+/// reset was asked for, once nothing is in flight (a response under the old id must not be
+/// confused with the new numbering).
+fn needs_producer_id(shared: &Shared, st: &State) -> bool {
+    shared.config.enable_idempotence
+        && st.fatal.is_none()
+        && (st.producer_id.is_none() || st.reset_producer_id)
+        && st.in_flight == 0
+        && st.incomplete > st.pending.len()
+}
+
+/// Runs InitProducerId; returns when to try again if it failed retriably.
+async fn init_producer_id(shared: &Shared) -> Option<Instant> {
+    match idempotence::init_producer_id(&shared.cluster).await {
+        Ok((id, epoch)) => {
+            let mut st = shared.lock();
+            let old = st.producer_id.replace((id, epoch));
+            if st.reset_producer_id {
+                st.reset_producer_id = false;
+                // A new id starts every partition's sequence at 0; what waits is renumbered.
+                let mut renumbered = 0;
+                for tq in st.topics.values_mut() {
+                    for q in &mut tq.parts {
+                        q.next_sequence = 0;
+                        for b in &mut q.ready {
+                            renumbered += usize::from(b.stamp.take().is_some());
+                        }
+                    }
+                }
+                tracing::warn!(
+                    old = ?old, producer_id = id, epoch, renumbered,
+                    "idempotent producer reset its producer id: a batch failed or the broker lost its sequence numbers"
+                );
+            } else {
+                tracing::debug!(producer_id = id, epoch, "idempotent producer got its producer id");
+            }
+            drop(st);
+            shared.wake.notify_one();
+            None
+        }
+        Err(e) if e.is_retriable() => {
+            tracing::debug!(error = %e, "InitProducerId failed; will retry");
+            Some(Instant::now() + shared.config.retry_backoff)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the idempotent producer cannot get a producer id: failing every record");
+            let mut st = shared.lock();
+            st.fatal = Some(e.clone());
+            shared.fail_queued(&mut st, &e);
+            None
+        }
     }
 }
 
@@ -122,37 +197,45 @@ fn place_pending(shared: &Shared) {
     }
     let now = Instant::now();
     let mut blocked: HashSet<String> = HashSet::new();
-    let mut keep = std::collections::VecDeque::new();
+    let mut keep = VecDeque::new();
     let pending = std::mem::take(&mut st.pending);
     for p in pending {
+        let size = p.size;
         let topic = p.record.topic.as_str();
         let n = if blocked.contains(topic) {
             None
         } else {
             st.topics.get(topic).map(|t| t.num_partitions).filter(|&n| n > 0)
         };
-        match n {
+        let failed = match n {
             Some(n) => {
                 let ts = p.timestamp;
                 let r = append(shared, &mut st, p.record, ts, n);
                 st.incomplete -= 1;
+                let failed = r.is_err();
                 let _ = p.tx.send(r);
+                failed
             }
             None if now >= p.deadline => {
                 let e = Error::from_code(
                     ResponseError::UnknownTopicOrPartition.code(),
                     Some(topic),
                     None,
-                    Some("topic metadata not available before the request timeout"),
+                    Some("topic metadata not available within max.block.ms"),
                 )
                 .expect("non-zero code");
                 st.incomplete -= 1;
                 let _ = p.tx.send(Err(e));
+                true
             }
             None => {
                 blocked.insert(topic.to_owned());
                 keep.push_back(p);
+                false
             }
+        };
+        if failed {
+            shared.release(&mut st, size, 1);
         }
     }
     st.pending = keep;
@@ -163,17 +246,27 @@ fn place_pending(shared: &Shared) {
 
 type Request = (i32, Vec<InFlight>, OwnedSemaphorePermit);
 
-/// Closes lingering batches and takes at most one ready batch per partition into per-leader
-/// requests, while permits last. Returns the requests and when to look again.
+/// Closes lingering batches, fails those past `delivery_timeout`, and takes at most one ready
+/// batch per partition into per-leader requests, while permits last. Returns the requests and
+/// when to look again.
 fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Request>, Option<Instant>) {
     let cfg = &shared.config;
     let now = Instant::now();
-    let mut st = shared.lock();
+    let mut guard = shared.lock();
+    let st = &mut *guard;
     let flush_all = st.flushing > 0 || st.closed;
+    // With idempotence nothing goes out without a current producer id.
+    let producer_id = if cfg.enable_idempotence {
+        st.producer_id.filter(|_| !st.reset_producer_id && st.fatal.is_none())
+    } else {
+        None
+    };
+    let sendable = !cfg.enable_idempotence || producer_id.is_some();
     let mut next_wake: Option<Instant> = None;
     let mut requests: HashMap<i32, (Vec<InFlight>, usize, OwnedSemaphorePermit)> = HashMap::new();
     let mut blocked_nodes: HashSet<i32> = HashSet::new();
     let mut need_refresh = false;
+    let mut expired_batches = Vec::new();
     for tq in st.topics.values_mut() {
         let info = shared.cluster.topic(&tq.name);
         for p in 0..tq.parts.len() {
@@ -186,11 +279,29 @@ fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Re
                 }
             }
             let q = &mut tq.parts[p];
+            // Creation times grow along the queue (retries keep their place).
+            while let Some(front) = q.ready.front() {
+                let at = expires_at(cfg, front);
+                if at > now {
+                    next_wake = min_opt(next_wake, Some(at));
+                    break;
+                }
+                let batch = q.ready.pop_front().expect("front exists");
+                expired_batches.push((tq.name.clone(), p as i32, batch));
+            }
+            if !sendable {
+                continue;
+            }
             let Some(front) = q.ready.front() else {
                 continue;
             };
             if let Some(t) = front.retry_at.filter(|&t| t > now) {
                 next_wake = min_opt(next_wake, Some(t));
+                continue;
+            }
+            // A retry goes alone: batches after it that are still in flight come back first
+            // (refused as out of sequence with idempotence) and are put back behind it.
+            if front.attempts > 0 && q.in_flight > 0 {
                 continue;
             }
             let Some(leader) = info.as_ref().and_then(|i| i.leader(p as i32)) else {
@@ -218,7 +329,14 @@ fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Re
                 next_wake = Some(now);
                 continue;
             }
-            let batch = q.ready.pop_front().expect("front exists");
+            let mut batch = q.ready.pop_front().expect("front exists");
+            if let (Some((producer_id, epoch)), None) = (producer_id, batch.stamp) {
+                batch.stamp = Some(Stamp { producer_id, epoch, base_sequence: q.next_sequence });
+                q.next_sequence = increment_sequence(q.next_sequence, batch.count);
+            }
+            q.unfinished.insert(batch.number);
+            q.in_flight += 1;
+            st.in_flight += 1;
             *bytes += batch.bytes;
             batches.push(InFlight { topic: tq.name.clone(), partition: p as i32, batch });
             if !q.ready.is_empty() {
@@ -227,9 +345,13 @@ fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Re
             }
         }
     }
+    for (topic, p, batch) in expired_batches {
+        let e = expired(cfg, &topic, p, &batch);
+        shared.finish(st, &topic, p, batch, Err(e));
+    }
     if need_refresh {
+        // The caller wakes up for it after the refresh backoff.
         st.refresh_metadata = true;
-        next_wake = Some(now);
     }
     let out = requests
         .into_iter()
@@ -237,252 +359,4 @@ fn drain(shared: &Shared, permits: &mut HashMap<i32, Arc<Semaphore>>) -> (Vec<Re
         .map(|(node, (b, _, permit))| (node, b, permit))
         .collect();
     (out, next_wake)
-}
-
-/// A Produce request whose batches are encoded, waiting for its turn on the connection.
-struct Prepared {
-    sendable: Vec<InFlight>,
-    request: ProduceRequest,
-}
-
-/// Hands out, per broker, the order in which requests go on the connection: the order the sender
-/// drained them. Each request runs on its own task (compression runs in parallel) but waits for
-/// its turn before it is enqueued, so batches of one partition reach the broker in send order
-/// (barring retries); only the waits for responses overlap.
-#[derive(Default)]
-struct Turns {
-    brokers: HashMap<i32, (Arc<Turnstile>, u64)>,
-}
-
-impl Turns {
-    fn submit(&mut self, shared: &Arc<Shared>, node: i32, batches: Vec<InFlight>, permit: OwnedSemaphorePermit) {
-        let (turnstile, next) = self.brokers.entry(node).or_default();
-        let seq = *next;
-        *next += 1;
-        tokio::spawn(produce(shared.clone(), node, turnstile.clone(), seq, batches, permit));
-    }
-}
-
-#[derive(Default)]
-struct Turnstile {
-    /// Sequence number of the request whose turn it is.
-    current: AtomicU64,
-    changed: Notify,
-}
-
-impl Turnstile {
-    /// Waits until it is `seq`'s turn; the turn passes on when the returned guard drops.
-    async fn wait(&self, seq: u64) -> Turn<'_> {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.current.load(Ordering::Acquire) == seq {
-                return Turn(self);
-            }
-            changed.await;
-        }
-    }
-}
-
-/// Holds a broker's turn; passes it to the next request when dropped (on every path).
-struct Turn<'a>(&'a Turnstile);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.0.current.fetch_add(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
-    }
-}
-
-async fn produce(
-    shared: Arc<Shared>,
-    node: i32,
-    turnstile: Arc<Turnstile>,
-    seq: u64,
-    batches: Vec<InFlight>,
-    permit: OwnedSemaphorePermit,
-) {
-    let prepared = prepare(&shared, batches);
-    let turn = turnstile.wait(seq).await;
-    if let Some(p) = prepared {
-        send(&shared, node, turn, p, permit).await;
-    } else {
-        drop(turn);
-        drop(permit);
-        shared.wake.notify_one();
-    }
-}
-
-/// Encodes (and compresses, on the first attempt) the batches of one request.
-fn prepare(shared: &Shared, batches: Vec<InFlight>) -> Option<Prepared> {
-    let cfg = &shared.config;
-    let mut topic_data: Vec<TopicProduceData> = Vec::new();
-    let mut sendable = Vec::with_capacity(batches.len());
-    for mut b in batches {
-        if b.batch.encoded.is_none() {
-            match encode_batch(&b.batch.records, cfg.compression, b.batch.bytes) {
-                Ok(bytes) => {
-                    b.batch.encoded = Some(bytes);
-                    b.batch.records = Vec::new();
-                }
-                Err(e) => {
-                    shared.batch_done(&b.batch.outcome, Err(e));
-                    continue;
-                }
-            }
-        }
-        // Requests hold few topics: a linear search beats hashing.
-        let idx = match topic_data.iter().position(|t| *t.name.0 == *b.topic) {
-            Some(i) => i,
-            None => {
-                topic_data
-                    .push(TopicProduceData::default().with_name(TopicName(StrBytes::from_string(b.topic.to_string()))));
-                topic_data.len() - 1
-            }
-        };
-        topic_data[idx]
-            .partition_data
-            .push(PartitionProduceData::default().with_index(b.partition).with_records(b.batch.encoded.clone()));
-        sendable.push(b);
-    }
-    if sendable.is_empty() {
-        return None;
-    }
-    let request = ProduceRequest::default()
-        .with_acks(cfg.acks)
-        .with_timeout_ms(cfg.request_timeout.as_millis().min(i32::MAX as u128) as i32)
-        .with_topic_data(topic_data);
-    Some(Prepared { sendable, request })
-}
-
-/// Enqueues one request on the broker's connection while holding the broker's turn, then
-/// waits for the response.
-async fn send(shared: &Arc<Shared>, node: i32, turn: Turn<'_>, p: Prepared, permit: OwnedSemaphorePermit) {
-    let Prepared { sendable, request } = p;
-    let finish = |permit: OwnedSemaphorePermit| {
-        drop(permit);
-        shared.wake.notify_one();
-    };
-    let conn = match shared.cluster.broker(node).await {
-        Ok(c) => c,
-        Err(e) => {
-            retry_all(shared, sendable, e);
-            return finish(permit);
-        }
-    };
-    let version = match conn.version_of::<ProduceRequest>() {
-        Ok(v) => v,
-        Err(e) => {
-            for b in sendable {
-                shared.batch_done(&b.batch.outcome, Err(e.clone()));
-            }
-            return finish(permit);
-        }
-    };
-    if shared.config.acks == 0 {
-        match conn.enqueue_no_response(&request, version) {
-            Ok(()) => {
-                for b in sendable {
-                    shared.batch_done(&b.batch.outcome, Ok((-1, -1)));
-                }
-            }
-            Err(e) => {
-                if !conn.is_alive() {
-                    shared.cluster.drop_connection(node).await;
-                }
-                retry_all(shared, sendable, e);
-            }
-        }
-        return finish(permit);
-    }
-    match conn.enqueue(&request, version) {
-        Ok(pending) => {
-            drop(turn);
-            drop(request);
-            complete(shared, node, conn, pending, sendable, permit).await;
-        }
-        Err(e) => {
-            drop(turn);
-            if !conn.is_alive() {
-                shared.cluster.drop_connection(node).await;
-            }
-            retry_all(shared, sendable, e);
-            finish(permit);
-        }
-    }
-}
-
-/// Awaits one Produce response and completes (or requeues) its batches.
-async fn complete(
-    shared: &Shared,
-    node: i32,
-    conn: Connection,
-    pending: PendingResponse<ProduceResponse>,
-    sendable: Vec<InFlight>,
-    permit: OwnedSemaphorePermit,
-) {
-    match pending.wait().await {
-        Err(e) => {
-            if !conn.is_alive() {
-                shared.cluster.drop_connection(node).await;
-            }
-            retry_all(shared, sendable, e);
-        }
-        Ok(resp) => {
-            let mut by_tp: HashMap<(&str, i32), _> = HashMap::new();
-            for t in &resp.responses {
-                for p in &t.partition_responses {
-                    by_tp.insert((t.name.0.as_str(), p.index), p);
-                }
-            }
-            let mut retry = Vec::new();
-            for b in sendable {
-                let Some(p) = by_tp.get(&(&*b.topic, b.partition)) else {
-                    let e = Error::Protocol(format!("produce response lacks {}-{}", b.topic, b.partition));
-                    shared.batch_done(&b.batch.outcome, Err(e));
-                    continue;
-                };
-                let msg = p.error_message.as_ref().map(|m| m.to_string()).or_else(|| {
-                    p.record_errors.first().and_then(|r| r.batch_index_error_message.as_ref()).map(|m| m.to_string())
-                });
-                match Error::from_code(p.error_code, Some(&b.topic), Some(b.partition), msg.as_deref()) {
-                    None => shared.batch_done(&b.batch.outcome, Ok((p.base_offset, p.log_append_time_ms))),
-                    Some(e) => retry.push((b, e)),
-                }
-            }
-            for (b, e) in retry {
-                retry_one(shared, b, e);
-            }
-        }
-    }
-    drop(permit);
-    shared.wake.notify_one();
-}
-
-fn retry_all(shared: &Shared, batches: Vec<InFlight>, e: Error) {
-    for b in batches {
-        retry_one(shared, b, e.clone());
-    }
-}
-
-/// Requeues a failed batch at the front of its partition if the error allows another attempt,
-/// else fails it.
-fn retry_one(shared: &Shared, mut b: InFlight, e: Error) -> Option<()> {
-    if !e.is_retriable() || b.batch.attempts >= shared.config.retries {
-        shared.batch_done(&b.batch.outcome, Err(e));
-        return None;
-    }
-    tracing::debug!(topic = %b.topic, partition = b.partition, error = %e, "retrying batch");
-    b.batch.attempts += 1;
-    b.batch.retry_at = Some(Instant::now() + shared.config.retry_backoff);
-    let mut st = shared.lock();
-    if e.invalidates_metadata() {
-        st.refresh_metadata = true;
-    }
-    let q = st.topics.get_mut(&*b.topic).and_then(|t| t.parts.get_mut(b.partition as usize))?;
-    q.ready.push_front(b.batch);
-    drop(st);
-    shared.wake.notify_one();
-    Some(())
 }

@@ -30,7 +30,8 @@ pub async fn produce(addr: &str, topic: &str, partitions: i32, per_partition: us
     let mut futures = Vec::new();
     for p in 0..partitions {
         for n in 0..per_partition {
-            futures.push(producer.send(ProducerRecord::new(topic, Bytes::from(format!("{p}-{n}"))).with_partition(p)));
+            let record = ProducerRecord::new(topic, Bytes::from(format!("{p}-{n}"))).with_partition(p);
+            futures.push(bounded("send", producer.send(record)).await.expect("queued"));
         }
     }
     bounded("flush", producer.flush()).await.expect("flush");

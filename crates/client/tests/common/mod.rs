@@ -5,8 +5,8 @@
 pub mod consumers;
 pub mod group;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI16, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,6 +21,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable, Message, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use group::{FakeGroups, Reply};
@@ -32,12 +33,37 @@ pub struct Log {
     pub end: i64,
 }
 
+/// An idempotent producer's state in one partition, as a Kafka broker keeps it.
+struct ProducerSeq {
+    epoch: i16,
+    last_seq: i32,
+    /// (first sequence, base offset) of the last five batches, for duplicate detection.
+    recent: VecDeque<(i32, i64)>,
+}
+
 pub struct FakeBroker {
     pub port: u16,
     pub topics: HashMap<String, (Uuid, i32)>,
     pub logs: Mutex<HashMap<(String, i32), Log>>,
-    /// Produce partition responses still to fail with NOT_LEADER_OR_FOLLOWER.
+    /// Produce partition responses still to fail with `fail_code`.
     pub fail_produce: AtomicUsize,
+    /// The error code of `fail_produce` (default NOT_LEADER_OR_FOLLOWER).
+    pub fail_code: AtomicI16,
+    /// Produce partitions (numbered from 0 over the broker's life) to fail with `fail_code`.
+    pub fail_nth_partition: Mutex<HashSet<usize>>,
+    pub partition_produces: AtomicUsize,
+    /// Produce requests (numbered from 0) that are written but whose response is lost: the
+    /// broker closes the connection instead of answering.
+    pub lose_response_of: Mutex<HashSet<usize>>,
+    /// While true, Produce requests wait before they are handled.
+    pub stall: watch::Sender<bool>,
+    /// Topics deleted since start: unknown to Metadata and Produce.
+    pub deleted: Mutex<HashSet<String>>,
+    /// Non-zero: InitProducerId fails with this code.
+    pub init_producer_id_error: AtomicI16,
+    pub init_producer_id_calls: AtomicUsize,
+    next_producer_id: AtomicI64,
+    producers: Mutex<HashMap<(String, i32, i64), ProducerSeq>>,
     /// Highest ApiVersions version accepted; above it the v0 UNSUPPORTED_VERSION dance happens.
     pub api_versions_max: i16,
     pub produce_requests: AtomicUsize,
@@ -57,6 +83,16 @@ impl FakeBroker {
             topics: topics.iter().map(|(t, n)| (t.to_string(), (Uuid::new_v4(), *n))).collect(),
             logs: Mutex::new(HashMap::new()),
             fail_produce: AtomicUsize::new(0),
+            fail_code: AtomicI16::new(6),
+            fail_nth_partition: Mutex::new(HashSet::new()),
+            partition_produces: AtomicUsize::new(0),
+            lose_response_of: Mutex::new(HashSet::new()),
+            stall: watch::Sender::new(false),
+            deleted: Mutex::new(HashSet::new()),
+            init_producer_id_error: AtomicI16::new(0),
+            init_producer_id_calls: AtomicUsize::new(0),
+            next_producer_id: AtomicI64::new(1000),
+            producers: Mutex::new(HashMap::new()),
             api_versions_max,
             produce_requests: AtomicUsize::new(0),
             groups: FakeGroups::new(),
@@ -112,6 +148,7 @@ impl FakeBroker {
                         av::<ListGroupsRequest>(ApiKey::ListGroups),
                         av::<DescribeGroupsRequest>(ApiKey::DescribeGroups),
                         av::<DeleteGroupsRequest>(ApiKey::DeleteGroups),
+                        av::<InitProducerIdRequest>(ApiKey::InitProducerId),
                         ApiVersion::default()
                             .with_api_key(ApiKey::ApiVersions as i16)
                             .with_min_version(0)
@@ -129,12 +166,31 @@ impl FakeBroker {
                 }
                 ApiKey::Produce => {
                     let req = ProduceRequest::decode(&mut buf, v).unwrap();
-                    self.produce_requests.fetch_add(1, Ordering::SeqCst);
+                    let _ = self.stall.subscribe().wait_for(|stalled| !*stalled).await;
+                    let n = self.produce_requests.fetch_add(1, Ordering::SeqCst);
                     let acks = req.acks;
                     let resp = self.produce(req);
+                    if self.lose_response_of.lock().unwrap().remove(&n) {
+                        return;
+                    }
                     if acks == 0 {
                         continue;
                     }
+                    resp.encode(&mut body, v).unwrap();
+                }
+                ApiKey::InitProducerId => {
+                    let _req = InitProducerIdRequest::decode(&mut buf, v).unwrap();
+                    self.init_producer_id_calls.fetch_add(1, Ordering::SeqCst);
+                    let code = self.init_producer_id_error.load(Ordering::SeqCst);
+                    let resp = if code != 0 {
+                        InitProducerIdResponse::default()
+                            .with_error_code(code)
+                            .with_producer_id(ProducerId(-1))
+                            .with_producer_epoch(-1)
+                    } else {
+                        let id = self.next_producer_id.fetch_add(1, Ordering::SeqCst);
+                        InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0)
+                    };
                     resp.encode(&mut body, v).unwrap();
                 }
                 ApiKey::Fetch => {
@@ -248,10 +304,11 @@ impl FakeBroker {
         let mut topics = Vec::new();
         let names: Vec<String> = match &wanted {
             Some(w) => w.clone(),
-            None => self.topics.keys().cloned().collect(),
+            None => self.topics.keys().filter(|t| !self.deleted.lock().unwrap().contains(*t)).cloned().collect(),
         };
+        let deleted = self.deleted.lock().unwrap().clone();
         for n in names {
-            let t = match self.topics.get(&n) {
+            let t = match self.topics.get(&n).filter(|_| !deleted.contains(&n)) {
                 Some((id, parts)) => MetadataResponseTopic::default()
                     .with_name(Some(TopicName(StrBytes::from_string(n.clone()))))
                     .with_topic_id(*id)
@@ -289,26 +346,41 @@ impl FakeBroker {
             let name = t.name.0.to_string();
             let mut parts = Vec::new();
             for p in t.partition_data {
-                let fail =
-                    self.fail_produce.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-                if fail {
-                    parts.push(PartitionProduceResponse::default().with_index(p.index).with_error_code(6));
+                let nth = self.partition_produces.fetch_add(1, Ordering::SeqCst);
+                let fail = self.fail_nth_partition.lock().unwrap().remove(&nth)
+                    || self.fail_produce.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                let code = if self.deleted.lock().unwrap().contains(&name) {
+                    3
+                } else if fail {
+                    self.fail_code.load(Ordering::SeqCst)
+                } else {
+                    0
+                };
+                if code != 0 {
+                    parts.push(PartitionProduceResponse::default().with_index(p.index).with_error_code(code));
                     continue;
                 }
-                let log = logs.entry((name.clone(), p.index)).or_default();
                 let records = p.records.unwrap();
+                let log = logs.entry((name.clone(), p.index)).or_default();
                 let mut b = BytesMut::from(&records[..]);
                 let base = log.end;
-                b[0..8].copy_from_slice(&base.to_be_bytes());
                 let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+                let response = PartitionProduceResponse::default().with_index(p.index).with_log_append_time_ms(-1);
+                match self.check_sequence(&name, p.index, &b, base) {
+                    Ok(None) => {}
+                    Ok(Some(original)) => {
+                        parts.push(response.with_base_offset(original));
+                        continue;
+                    }
+                    Err(code) => {
+                        parts.push(response.with_error_code(code));
+                        continue;
+                    }
+                }
+                b[0..8].copy_from_slice(&base.to_be_bytes());
                 log.end = base + last_delta as i64 + 1;
                 log.batches.push((base, b.freeze()));
-                parts.push(
-                    PartitionProduceResponse::default()
-                        .with_index(p.index)
-                        .with_base_offset(base)
-                        .with_log_append_time_ms(-1),
-                );
+                parts.push(response.with_base_offset(base));
             }
             out.push(
                 TopicProduceResponse::default()
@@ -317,6 +389,83 @@ impl FakeBroker {
             );
         }
         ProduceResponse::default().with_responses(out)
+    }
+
+    /// Kafka's idempotence check for a batch about to be written at `base`: `Ok(None)` to
+    /// append, `Ok(Some(offset))` for a duplicate already written there, or an error code.
+    fn check_sequence(&self, topic: &str, partition: i32, b: &[u8], base: i64) -> Result<Option<i64>, i16> {
+        let producer_id = i64::from_be_bytes(b[43..51].try_into().unwrap());
+        let epoch = i16::from_be_bytes(b[51..53].try_into().unwrap());
+        let first = i32::from_be_bytes(b[53..57].try_into().unwrap());
+        let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+        if producer_id < 0 {
+            return Ok(None);
+        }
+        let mut producers = self.producers.lock().unwrap();
+        let key = (topic.to_owned(), partition, producer_id);
+        let fresh = || ProducerSeq { epoch, last_seq: first + last_delta, recent: VecDeque::from([(first, base)]) };
+        let Some(state) = producers.get_mut(&key) else {
+            // An unknown producer must start at sequence 0.
+            return if first == 0 {
+                producers.insert(key, fresh());
+                Ok(None)
+            } else {
+                Err(45)
+            };
+        };
+        if epoch < state.epoch {
+            return Err(47);
+        }
+        if epoch > state.epoch {
+            return if first == 0 {
+                *state = fresh();
+                Ok(None)
+            } else {
+                Err(45)
+            };
+        }
+        if let Some(&(_, offset)) = state.recent.iter().find(|(s, _)| *s == first) {
+            return Ok(Some(offset));
+        }
+        if first != state.last_seq + 1 {
+            return Err(45);
+        }
+        state.last_seq = first + last_delta;
+        state.recent.push_back((first, base));
+        if state.recent.len() > 5 {
+            state.recent.pop_front();
+        }
+        Ok(None)
+    }
+
+    /// Forgets every producer's sequence numbers, as a broker that lost its producer state.
+    pub fn forget_producers(&self) {
+        self.producers.lock().unwrap().clear();
+    }
+
+    pub fn delete_topic(&self, topic: &str) {
+        self.deleted.lock().unwrap().insert(topic.to_owned());
+    }
+
+    /// The values of a partition's records in log order.
+    pub fn values(&self, topic: &str, partition: i32) -> Vec<String> {
+        let logs = self.logs.lock().unwrap();
+        let Some(log) = logs.get(&(topic.to_owned(), partition)) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (_, b) in &log.batches {
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b.clone()).unwrap();
+            for r in set.records {
+                out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    /// The producer id of every batch of a partition, in log order.
+    pub fn producer_ids(&self, topic: &str, partition: i32) -> Vec<i64> {
+        let logs = self.logs.lock().unwrap();
+        let Some(log) = logs.get(&(topic.to_owned(), partition)) else { return Vec::new() };
+        log.batches.iter().map(|(_, b)| i64::from_be_bytes(b[43..51].try_into().unwrap())).collect()
     }
 
     fn fetch(&self, req: &FetchRequest, v: i16) -> FetchResponse {

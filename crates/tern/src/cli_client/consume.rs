@@ -19,7 +19,9 @@ use super::{is_broken_pipe, spinner, ConnectArgs};
 timestamp, partition, offset, headers, key and value, separated by --key-separator.\n\n\
 With --group the consumer joins the group, reads the partitions the group assigns it, starting at the \
 group's committed offsets (--from-beginning: earliest where there is none, else latest), and commits \
-what it printed, every 5 s and on exit.\n\n\
+what it printed, every 5 s and on exit (also on Ctrl-C and SIGTERM, after which it leaves the group at \
+once). It rides out broker restarts: it reconnects, rejoins if needed and goes on from its positions \
+(or the committed offsets).\n\n\
 Examples:\n  tern consume -t events --from-beginning --max-messages 10 --print-key\n  \
 tern consume -t events --group readers --from-beginning")]
 pub struct ConsumeArgs {
@@ -186,14 +188,24 @@ async fn run(args: &ConsumeArgs, out: &mut impl Write, count: &mut u64) -> Resul
     if let Some(t) = idle_timeout {
         config.fetch_max_wait = config.fetch_max_wait.min(t.max(Duration::from_millis(1)));
     }
+    // Installed first: from here on SIGTERM (like Ctrl-C) ends the loop, and the consumer
+    // commits and leaves its group instead of being killed.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let mut source = connect(args, config).await?;
-    let r = print_records(&mut source, args, out, count).await;
+    let r = print_records(&mut source, args, out, count, &mut terminate).await;
     // Commit what was printed and leave the group also when printing failed (closed pipe).
     let closed = source.close().await;
     r.and(closed)
 }
 
-async fn print_records(source: &mut Source, args: &ConsumeArgs, out: &mut impl Write, count: &mut u64) -> Result<()> {
+async fn print_records(
+    source: &mut Source,
+    args: &ConsumeArgs,
+    out: &mut impl Write,
+    count: &mut u64,
+    terminate: &mut tokio::signal::unix::Signal,
+) -> Result<()> {
     let idle_timeout = args.timeout_ms.map(Duration::from_millis);
     let pb = spinner("{spinner} {pos} records ({per_sec}) [{elapsed}]", !std::io::stdout().is_terminal());
     let ctrl_c = tokio::signal::ctrl_c();
@@ -207,6 +219,7 @@ async fn print_records(source: &mut Source, args: &ConsumeArgs, out: &mut impl W
         let records = tokio::select! {
             r = source.poll() => r.with_context(|| format!("fetching from {}", args.topic))?,
             _ = &mut ctrl_c => break,
+            _ = terminate.recv() => break,
         };
         if records.is_empty() {
             if idle_timeout.is_some_and(|t| last_record.elapsed() >= t) {

@@ -33,8 +33,12 @@ pub struct ProduceArgs {
     #[arg(short, long, value_name = "P")]
     partition: Option<i32>,
     /// Acknowledgements to wait for: 0 (none), 1 (leader) or -1/all (all in-sync replicas).
+    /// With -1 the producer is idempotent (a retried batch is written once, in order).
     #[arg(long, default_value = "-1", value_parser = parse_acks, allow_negative_numbers = true)]
     acks: i16,
+    /// Turn off the idempotent producer (enable.idempotence=false).
+    #[arg(long)]
+    no_idempotence: bool,
     /// Compression codec for record batches.
     #[arg(long, value_enum, default_value_t = Codec::None)]
     compression: Codec,
@@ -166,17 +170,19 @@ impl Stats {
 }
 
 pub async fn produce(args: ProduceArgs) -> Result<()> {
+    // Like Kafka's clients, idempotence is on unless acks is not "all" or it is turned off.
+    let idempotence = args.acks == -1 && !args.no_idempotence;
     let producer = Producer::new(ProducerConfig {
         bootstrap: args.connect.bootstrap_server.clone(),
         client_id: "tern-produce".into(),
         acks: args.acks,
+        enable_idempotence: idempotence,
         linger: Duration::from_millis(args.linger_ms),
         compression: args.compression.into(),
         batch_size: args.batch_size.max(1),
-        // With several Produce requests in flight, tern-client can put a partition's batches on
-        // the wire out of order (each request is encoded and enqueued by its own task). Lines
-        // must keep their order, so one request at a time, made of larger batches.
-        max_in_flight: 1,
+        // Lines keep their order: with idempotence also across retries of pipelined requests;
+        // without it only one request at a time can promise that.
+        max_in_flight: if idempotence { 5 } else { 1 },
         ..ProducerConfig::default()
     })
     .await
@@ -234,7 +240,14 @@ pub async fn produce(args: ProduceArgs) -> Result<()> {
                         headers: headers.clone(),
                         timestamp: None,
                     };
-                    pending.push_back((stats.records, producer.send(record)));
+                    // Waits while the producer's buffer is full (back-pressure on stdin).
+                    match producer.send(record).await {
+                        Ok(delivery) => pending.push_back((stats.records, delivery)),
+                        Err(e) => {
+                            let n = stats.records;
+                            stats.fail(&pb, format_args!("line {n}: {e}"));
+                        }
+                    }
                 }
                 pb.set_message(format!("{} read", stats.records));
             }

@@ -25,21 +25,31 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("broker.log")).expect("broker log");
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &addr, "--data-dir"])
-            .arg(dir.path().join("data"))
-            // Groups form at once instead of after Kafka's default 3000 ms wait for more members.
-            .args(["--set", "group.initial.rebalance.delay.ms=0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn tern serve");
+        let child = spawn_serve(&addr, dir.path());
         let mut broker = Broker { child, addr, dir };
         broker.wait_ready();
         broker
+    }
+
+    /// Stops the broker cleanly (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+        let status = wait_bounded(&mut self.child, "tern serve after SIGTERM");
+        assert!(status.success(), "the broker's clean shutdown failed ({status}):\n{}", self.log());
+    }
+
+    /// Kills the broker with SIGKILL (a process crash) and reaps it.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9 the broker");
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again (after `stop` or `kill9`) on the same address and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.try_wait().expect("try_wait").is_some(), "restart: the broker is still running");
+        self.child = spawn_serve(&self.addr, self.dir.path());
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
@@ -70,6 +80,22 @@ impl Drop for Broker {
             eprintln!("--- broker log ---\n{}", self.log());
         }
     }
+}
+
+/// `tern serve` on `addr` with its data under `dir`, appending its log to `dir/broker.log`.
+fn spawn_serve(addr: &str, dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("broker.log")).expect("broker log");
+    Command::new(BIN)
+        .args(["serve", "--listen", addr, "--data-dir"])
+        .arg(dir.join("data"))
+        // Groups form at once instead of after Kafka's default 3000 ms wait for more members.
+        .args(["--set", "group.initial.rebalance.delay.ms=0"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn tern serve")
 }
 
 /// A finished `tern` CLI run.
