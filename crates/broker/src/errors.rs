@@ -33,3 +33,30 @@ pub(crate) fn topic_error_code(e: &TopicError) -> ResponseError {
         TopicError::Offline { .. } | TopicError::DataDir(_) => ResponseError::KafkaStorageError,
     }
 }
+
+/// Kafka's name of an error code (`UNSUPPORTED_FOR_MESSAGE_FORMAT`), for log lines.
+pub(crate) fn error_name(code: i16) -> String {
+    let error = match ResponseError::try_from_code(code) {
+        Some(ResponseError::Unknown(_)) | None => return format!("error {code}"),
+        Some(error) => error,
+    };
+    let camel = format!("{error:?}");
+    let mut name = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_names_are_kafkas() {
+        assert_eq!(super::error_name(43), "UNSUPPORTED_FOR_MESSAGE_FORMAT");
+        assert_eq!(super::error_name(56), "KAFKA_STORAGE_ERROR");
+        assert_eq!(super::error_name(-999), "error -999");
+    }
+}

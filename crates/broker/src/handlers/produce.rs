@@ -68,7 +68,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
         .filter(|(_, p)| p.error_code != 0)
         .map(|(t, p)| {
             let message = p.error_message.as_ref().map_or("", |m| m.as_str());
-            format!("{}-{}: error {} {message}", t.name.0.as_str(), p.index, p.error_code)
+            format!("{}-{}: {} {message}", t.name.0.as_str(), p.index, crate::errors::error_name(p.error_code))
         })
         .collect();
     if !refused.is_empty() {
