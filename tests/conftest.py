@@ -67,13 +67,15 @@ def _kill_all_brokers():
 class Broker:
     """A single tern broker process on 127.0.0.1."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, settings=None, config_file=None, port=None, name="tern"):
+    def __init__(self, data_dir: Path, log_dir: Path, settings=None, config_file=None, port=None, name="tern",
+                 env=None):
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.config_file = config_file
         self.port = port or free_port()
         self.name = name
+        self.env = dict(env or {})  # extra environment variables for the broker process
         self.proc = None
         self.starts = 0
         self.log_paths = []
@@ -111,7 +113,7 @@ class Broker:
         log_path = self.log_dir / f"{self.name}-{self.starts}.stderr.log"
         self.log_paths.append(log_path)
         self._log_file = open(log_path, "wb")
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.setdefault("RUST_BACKTRACE", "1")
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
