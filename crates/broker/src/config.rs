@@ -206,6 +206,9 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker_config!("log.cleaner.backoff.ms", Long, Some("15000"), at_least(0.0)),
     broker_config!("log.cleaner.dedupe.buffer.size", Long, Some("134217728"), at_least(0.0)),
     broker_config!("producer.id.expiration.ms", Int, Some("86400000"), at_least(1.0)),
+    // Not a Kafka setting (Kafka does not bound it): idempotent producers whose state one
+    // partition keeps, the least recently active forgotten first.
+    broker_config!("producer.state.max.entries", Int, Some("100000"), at_least(1.0)),
     // The socket server (server.rs): request queue, receive memory, connections.
     // Kafka's default for queued.max.request.bytes is -1 (unbounded); Tern bounds it (see
     // `queued_max_request_bytes`); a positive value below socket.request.max.bytes is refused.
@@ -601,6 +604,8 @@ impl BrokerConfig {
         }
         config.producer_id_expiration_ms =
             self.get_i64("producer.id.expiration.ms").unwrap_or(config.producer_id_expiration_ms);
+        config.max_producer_entries =
+            self.get_i64("producer.state.max.entries").map_or(config.max_producer_entries, |n| n.max(1) as usize);
         config
     }
 }

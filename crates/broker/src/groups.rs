@@ -27,7 +27,7 @@ use crate::{now_ms, Broker, BrokerConfig};
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 /// Upper bound on appends written in one go by a partition's appender.
 const MAX_APPENDS_PER_WRITE: usize = 1024;
-static OFFLINE_REFUSALS: crate::rate_limit::Every = crate::rate_limit::Every::new(60_000);
+static OFFLINE_REFUSALS: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
 
 pub struct GroupService {
     state: Mutex<State>,
@@ -95,13 +95,16 @@ impl GroupService {
     pub(crate) fn coordinator_unavailable(&self, group_id: &str) -> bool {
         let index = tern_group::partition_for(group_id, self.partitions.len() as i32);
         let offline = self.partitions.get(index as usize).is_none_or(|p| p.offline_reason().is_some());
-        if offline && OFFLINE_REFUSALS.ready() {
-            tracing::warn!(
-                group = group_id,
-                partition = index,
-                "group request refused: its {} partition is offline (further refusals logged at most once a minute)",
-                offsets_topic::OFFSETS_TOPIC
-            );
+        if offline {
+            if let Some(suppressed) = OFFLINE_REFUSALS.allow() {
+                tracing::warn!(
+                    group = group_id,
+                    partition = index,
+                    suppressed,
+                    "group request refused: its {} partition is offline",
+                    offsets_topic::OFFSETS_TOPIC
+                );
+            }
         }
         offline
     }

@@ -32,7 +32,7 @@ use kafka_protocol::protocol::StrBytes;
 use tern_group::{self as group, errors, Response};
 
 use super::metadata::{str_bytes, topic_name, GROUP_OPERATIONS};
-use crate::log_throttle::LogThrottle;
+use crate::log_limit::LogLimiter;
 use crate::Broker;
 
 /// FindCoordinator `key_type`s (Kafka's `CoordinatorType`).
@@ -43,12 +43,12 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 const NO_TRANSACTIONS: &str = "transactions are not supported by this broker";
 
 /// Refused transactional clients, logged at WARN at most once a second.
-static TRANSACTIONAL_REFUSED: LogThrottle = LogThrottle::new(1000);
+static TRANSACTIONAL_REFUSED: LogLimiter = LogLimiter::new();
 
 /// Logs that a transactional client was refused (`what`: the transactional id or request).
 pub(crate) fn log_transactional_refusal(what: &str, client_id: &str, peer: SocketAddr) {
-    if let Some(held_back) = TRANSACTIONAL_REFUSED.admit(crate::now_ms()) {
-        tracing::warn!(client_id, %peer, held_back, "{what} refused: {NO_TRANSACTIONS}");
+    if let Some(suppressed) = TRANSACTIONAL_REFUSED.allow() {
+        tracing::warn!(client_id, %peer, suppressed, "{what} refused: {NO_TRANSACTIONS}");
     }
 }
 

@@ -18,11 +18,11 @@ use tern_storage::{inspect_produced, AppendOrigin, StorageError};
 use super::metadata::str_bytes;
 use super::{blocking, requested_partition, Outcome};
 use crate::errors::storage_error_code;
-use crate::log_throttle::LogThrottle;
+use crate::log_limit::LogLimiter;
 use crate::{now_ms, Broker};
 
-/// Refused produce requests, logged at WARN at most once a second.
-static REFUSED: LogThrottle = LogThrottle::new(1000);
+/// Refused produce requests, logged at WARN (rate-limited).
+static REFUSED: LogLimiter = LogLimiter::new();
 
 /// Who sent a request, for the log.
 pub(crate) struct Client<'a> {
@@ -86,8 +86,8 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
 }
 
 fn log_refusal(client: &Client<'_>, reason: &str) {
-    if let Some(held_back) = REFUSED.admit(now_ms()) {
-        tracing::warn!(client_id = client.id, peer = %client.peer, held_back, "produce refused: {reason}");
+    if let Some(suppressed) = REFUSED.allow() {
+        tracing::warn!(client_id = client.id, peer = %client.peer, suppressed, "produce refused: {reason}");
     }
 }
 
@@ -160,13 +160,10 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
 /// Kafka's answer to a client producing to an internal topic (ReplicaManager: only the broker
 /// itself writes `__consumer_offsets`, else anyone could forge offsets and group state).
 fn refuse_internal(t: kafka_protocol::messages::produce_request::TopicProduceData) -> TopicProduceResponse {
-    static LOGGED: crate::rate_limit::Every = crate::rate_limit::Every::new(60_000);
+    static LOGGED: LogLimiter = LogLimiter::new();
     let message = format!("Cannot append to internal topic {}", t.name.0.as_str());
-    if LOGGED.ready() {
-        tracing::warn!(
-            topic = t.name.0.as_str(),
-            "produce refused: internal topic (further ones logged at most once a minute)"
-        );
+    if let Some(suppressed) = LOGGED.allow() {
+        tracing::warn!(topic = t.name.0.as_str(), suppressed, "produce refused: internal topic");
     }
     let partition_responses = t
         .partition_data
