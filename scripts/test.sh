@@ -33,6 +33,17 @@ if ! command -v kcat >/dev/null 2>&1 && ! command -v kafkacat >/dev/null 2>&1; t
     apt_install kcat
 fi
 
+# The fault suite: strace (directory fsyncs), prlimit (open-file limits), gcc (an fsync-failure
+# shim), mount (a small tmpfs for the full-disk scenarios; needs root, as CI runs).
+need_apt=()
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    log "installing ${need_apt[*]}"
+    apt_install "${need_apt[@]}"
+fi
+
 if ! python3 -m pip --version >/dev/null 2>&1; then
     log "installing pip"
     apt_install python3-pip
@@ -41,7 +52,7 @@ fi
 # python module -> pip package
 PY_DEPS=(
     "confluent_kafka:confluent-kafka"
-    "kafka:kafka-python"
+    "kafka.protocol.old:kafka-python>=3"
     "pytest:pytest"
     "pytest_timeout:pytest-timeout"
     "snappy:python-snappy"
