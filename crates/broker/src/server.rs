@@ -139,13 +139,16 @@ struct RequestInfo {
     client_id: Option<String>,
 }
 
+/// The client id of a request frame (its bytes), if the header holds one.
+fn client_id_bytes(frame: &[u8]) -> Option<&[u8]> {
+    let len = frame.get(8..10).map(|b| i16::from_be_bytes([b[0], b[1]]))?;
+    frame.get(10..10 + usize::try_from(len).ok()?)
+}
+
 impl RequestInfo {
     fn peek(frame: &[u8]) -> RequestInfo {
         let i16_at = |at: usize| frame.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));
-        let client_id = i16_at(8)
-            .and_then(|len| usize::try_from(len).ok())
-            .and_then(|len| frame.get(10..10 + len))
-            .map(|id| String::from_utf8_lossy(id).into_owned());
+        let client_id = client_id_bytes(frame).map(|id| String::from_utf8_lossy(id).into_owned());
         RequestInfo { api_key: i16_at(0), version: i16_at(2), client_id }
     }
 
@@ -154,6 +157,39 @@ impl RequestInfo {
             Some(key) => ApiKey::try_from(key).map_or_else(|_| format!("unknown api key {key}"), |k| format!("{k:?}")),
             None => String::new(),
         }
+    }
+}
+
+/// The header of the last request on a connection, kept for the line that logs why it closed.
+/// Updated per request without allocating: the client id is copied only when it changes.
+#[derive(Default)]
+struct LastRequest {
+    key_and_version: Vec<u8>,
+    /// The last non-null client id (a request may leave it out).
+    client_id: Option<Vec<u8>>,
+}
+
+impl LastRequest {
+    /// Client ids longer than this are cut in the log line.
+    const MAX_CLIENT_ID: usize = 256;
+
+    fn update(&mut self, frame: &[u8]) {
+        self.key_and_version.clear();
+        self.key_and_version.extend_from_slice(&frame[..frame.len().min(4)]);
+        if let Some(id) = client_id_bytes(frame) {
+            let id = &id[..id.len().min(Self::MAX_CLIENT_ID)];
+            if self.client_id.as_deref() != Some(id) {
+                let kept = self.client_id.get_or_insert_with(Vec::new);
+                kept.clear();
+                kept.extend_from_slice(id);
+            }
+        }
+    }
+
+    fn info(&self) -> RequestInfo {
+        let RequestInfo { api_key, version, .. } = RequestInfo::peek(&self.key_and_version);
+        let client_id = self.client_id.as_deref().map(|id| String::from_utf8_lossy(id).into_owned());
+        RequestInfo { api_key, version, client_id }
     }
 }
 
@@ -175,19 +211,26 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
     let activity = Arc::new(Activity::new());
     let (tx, mut rx) = mpsc::channel::<Frame>(READ_AHEAD);
     let reader = tokio::spawn(read_frames(read_half, tx, limits.clone(), activity.clone()));
-    let mut last = RequestInfo::default();
+    let mut last = LastRequest::default();
     let processed = async {
         while let Some(frame) = rx.recv().await {
             let Frame { bytes, _budget, _queued } = frame;
             activity.set_busy(true);
-            let info = RequestInfo::peek(&bytes);
-            last = RequestInfo { client_id: info.client_id.clone().or(last.client_id.take()), ..info };
+            last.update(&bytes);
             let response = process_frame(&broker, bytes, peer).await?;
             if let Some(response) = response {
-                tokio::select! {
-                    written = write_half.write_all(&response) => written.map_err(Close::Io)?,
-                    // A client that does not read its responses is idle too.
-                    _ = sleep_or_never(limits.idle) => return Err(Close::Idle(limits.idle.unwrap_or_default())),
+                // Most responses fit the socket buffer at once; only the rest waits, bounded:
+                // a client that does not read its responses is idle too.
+                let written = match write_half.try_write(&response) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(Close::Io(e)),
+                };
+                if written < response.len() {
+                    tokio::select! {
+                        written = write_half.write_all(&response[written..]) => written.map_err(Close::Io)?,
+                        _ = sleep_or_never(limits.idle) => return Err(Close::Idle(limits.idle.unwrap_or_default())),
+                    }
                 }
             }
             activity.set_busy(false);
@@ -198,11 +241,11 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
     let (close, info) = match processed {
         Err(close) => {
             reader.abort();
-            (close, last)
+            (close, last.info())
         }
         Ok(()) => match reader.await {
-            Ok((close, info)) => (close, info.unwrap_or(last)),
-            Err(e) => (Close::Internal(format!("reader task: {e}")), last),
+            Ok((close, info)) => (close, info.unwrap_or_else(|| last.info())),
+            Err(e) => (Close::Internal(format!("reader task: {e}")), last.info()),
         },
     };
     log_close(peer, &info, &close);
@@ -221,6 +264,9 @@ async fn read_frames(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     // The current large frame's share of `queued.max.request.bytes`.
     let mut budget: Option<OwnedSemaphorePermit> = None;
+    // One watch for the whole connection (re-armed only when it fires), not a timer per read.
+    let idle = activity.idle_for(limits.idle);
+    tokio::pin!(idle);
     loop {
         let mut pending = None;
         while buf.len() >= 4 {
@@ -241,9 +287,7 @@ async fn read_frames(
                             Ok(permit) => budget = Some(permit),
                             Err(_) => return (Close::ClientClosed, None),
                         },
-                        _ = activity.idle_for(limits.idle) => {
-                            return (Close::Idle(limits.idle.unwrap_or_default()), None)
-                        }
+                        _ = &mut idle => return (Close::Idle(limits.idle.unwrap_or_default()), None),
                     }
                 }
             }
@@ -270,14 +314,15 @@ async fn read_frames(
         if budget.is_some() {
             // The frame's size is reserved from the receive budget: room for all of it at once.
             buf.reserve(want);
-        } else {
-            // Grow with what arrives (doubling at most), never to a size a client merely announced.
+        } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            // Grow with what arrives (doubling at most), never to a size a client merely
+            // announced; and not at every read, or small requests pay an allocation apiece.
             buf.reserve(want.min(buf.len().max(READ_CHUNK)));
         }
         let mut limited = (&mut read_half).take(want as u64);
         let read = tokio::select! {
             read = limited.read_buf(&mut buf) => read,
-            _ = activity.idle_for(limits.idle) => return (Close::Idle(limits.idle.unwrap_or_default()), None),
+            _ = &mut idle => return (Close::Idle(limits.idle.unwrap_or_default()), None),
         };
         match read {
             Ok(0) if buf.is_empty() => return (Close::ClientClosed, None),
