@@ -94,11 +94,6 @@ def simple_batch(n, base_timestamp, key=b"k", **kw):
 
 # -- Produce v8 (the first version with KIP-467 record errors; not flexible) -------------------
 
-def _string(s):
-    b = s.encode()
-    return struct.pack(">h", len(b)) + b
-
-
 def produce_request(correlation_id, partitions, acks=-1, transactional_id=None, timeout_ms=30000):
     """`partitions`: [(topic, partition, records bytes)]."""
     by_topic = {}
@@ -107,34 +102,16 @@ def produce_request(correlation_id, partitions, acks=-1, transactional_id=None, 
     body = wire._nullable_string(transactional_id) + struct.pack(">hi", acks, timeout_ms)
     body += struct.pack(">i", len(by_topic))
     for topic, parts in by_topic.items():
-        body += _string(topic) + struct.pack(">i", len(parts))
+        body += wire.string(topic) + struct.pack(">i", len(parts))
         for p, records in parts:
             body += struct.pack(">ii", p, len(records)) + records
     return wire.frame(wire.request_header(API_PRODUCE, 8, correlation_id) + body)
 
 
-class _Reader:
-    def __init__(self, b):
-        self.b, self.o = b, 0
-
-    def take(self, fmt):
-        v = struct.unpack_from(fmt, self.b, self.o)
-        self.o += struct.calcsize(fmt)
-        return v if len(v) > 1 else v[0]
-
-    def string(self):
-        n = self.take(">h")
-        if n < 0:
-            return None
-        s = self.b[self.o:self.o + n].decode()
-        self.o += n
-        return s
-
-
 def parse_produce_v8(frame):
     """{(topic, partition): {error_code, base_offset, log_append_time, log_start_offset,
     record_errors: [(batch_index, message)], error_message}}"""
-    r = _Reader(frame)
+    r = wire.Reader(frame)
     r.take(">i")  # correlation id
     out = {}
     for _ in range(r.take(">i")):

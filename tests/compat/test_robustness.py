@@ -148,11 +148,7 @@ def abuse_fuzzed_body(broker, rng, advertised=None, sent_log=None):
 
 
 def advertised_versions(broker):
-    with wire.connect(broker.host, broker.port) as s:
-        s.sendall(wire.api_versions_request(9, 0))
-        _, err, versions, _ = wire.parse_api_versions_v0(wire.recv_frame(s))
-    assert err == 0
-    return {k: (lo, hi) for k, lo, hi in versions}
+    return wire.advertised_versions(broker.host, broker.port)
 
 
 def abuse_pipelined_api_versions(broker, rng):

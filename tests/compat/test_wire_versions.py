@@ -10,11 +10,7 @@ API_LIST_OFFSETS = 2
 
 
 def advertised(broker):
-    with wire.connect(broker.host, broker.port) as s:
-        s.sendall(wire.api_versions_request(1, 0))
-        _, err, versions, _ = wire.parse_api_versions_v0(wire.recv_frame(s))
-    assert err == 0
-    return {k: (lo, hi) for k, lo, hi in versions}
+    return wire.advertised_versions(broker.host, broker.port)
 
 
 def list_offsets_request(version, corr, topic, partition, ts):

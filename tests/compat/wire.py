@@ -110,6 +110,15 @@ def api_versions_ok(host, port, timeout=5.0):
         return corr == 4242 and err == ERR_NONE and len(versions) > 0
 
 
+def advertised_versions(host, port):
+    """{api_key: (min, max)} as the broker's ApiVersions v0 answer advertises them."""
+    with connect(host, port) as s:
+        s.sendall(api_versions_request(1, 0))
+        _, err, versions, _ = parse_api_versions_v0(recv_frame(s))
+    assert err == ERR_NONE, f"ApiVersions answered error {err}"
+    return {k: (lo, hi) for k, lo, hi in versions}
+
+
 def wait_closed(sock, timeout):
     """Drain the socket until the peer closes it. Returns (closed: bool, bytes_received)."""
     deadline = time.monotonic() + timeout
@@ -132,9 +141,33 @@ def wait_closed(sock, timeout):
 API_INIT_PRODUCER_ID = 22
 
 
-def _string(s):
+def string(s):
+    """A non-nullable STRING field."""
     b = s.encode("utf-8")
     return struct.pack(">h", len(b)) + b
+
+
+class Reader:
+    """Reads the fields of a response body in order."""
+
+    def __init__(self, b):
+        self.b, self.o = b, 0
+
+    def take(self, fmt):
+        v = struct.unpack_from(fmt, self.b, self.o)
+        self.o += struct.calcsize(fmt)
+        return v[0] if len(v) == 1 else v
+
+    def string(self):
+        n = self.take(">h")
+        if n < 0:
+            return None
+        s = self.b[self.o:self.o + n].decode()
+        self.o += n
+        return s
+
+    def int32s(self):
+        return [self.take(">i") for _ in range(self.take(">i"))]
 
 
 def request(host, port, api_key, version, body, timeout=10.0, correlation_id=1):
@@ -170,7 +203,7 @@ def record_batch(values, producer_id=-1, producer_epoch=-1, base_sequence=-1, ke
 
 def produce(host, port, topic, partition, records, acks=-1, version=3):
     """Produce v3 of one partition's `records` (raw batch bytes): (error_code, base_offset)."""
-    body = _nullable_string(None) + struct.pack(">hi", acks, 30000) + struct.pack(">i", 1) + _string(topic)
+    body = _nullable_string(None) + struct.pack(">hi", acks, 30000) + struct.pack(">i", 1) + string(topic)
     body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records
     resp = request(host, port, API_PRODUCE, version, body)
     off = 4  # topic count

@@ -150,45 +150,14 @@ def run_tern(*args, timeout=120):
 
 # -- raw requests ---------------------------------------------------------------------------
 
-def _string(s):
-    b = s.encode()
-    return struct.pack(">h", len(b)) + b
-
-
 def _request(broker, api_key, version, body):
-    with wire.connect(HOST, broker.port, timeout=REQ_TIMEOUT) as s:
-        s.sendall(wire.frame(wire.request_header(api_key, version, 7) + body))
-        resp = wire.recv_frame(s)
-    corr = struct.unpack(">i", resp[:4])[0]
-    assert corr == 7
-    return resp[4:]
-
-
-class _Reader:
-    def __init__(self, b):
-        self.b, self.o = b, 0
-
-    def take(self, fmt):
-        v = struct.unpack_from(fmt, self.b, self.o)
-        self.o += struct.calcsize(fmt)
-        return v[0] if len(v) == 1 else v
-
-    def string(self):
-        n = self.take(">h")
-        if n < 0:
-            return None
-        s = self.b[self.o:self.o + n].decode()
-        self.o += n
-        return s
-
-    def int32s(self):
-        return [self.take(">i") for _ in range(self.take(">i"))]
+    return wire.request(HOST, broker.port, api_key, version, body, timeout=REQ_TIMEOUT, correlation_id=7)
 
 
 def metadata_v5(broker, topics):
     """{topic: (error, {partition: (error, leader, replicas, isr, offline_replicas)})}."""
-    body = struct.pack(">i", len(topics)) + b"".join(_string(t) for t in topics) + b"\x00"
-    r = _Reader(_request(broker, wire.API_METADATA, 5, body))
+    body = struct.pack(">i", len(topics)) + b"".join(wire.string(t) for t in topics) + b"\x00"
+    r = wire.Reader(_request(broker, wire.API_METADATA, 5, body))
     r.take(">i")  # throttle
     for _ in range(r.take(">i")):
         r.take(">i"), r.string(), r.take(">i"), r.string()
@@ -206,7 +175,7 @@ def metadata_v5(broker, topics):
 
 def find_coordinator_v0(broker, group):
     """(error code, node id) of FindCoordinator v0 for a group."""
-    r = _Reader(_request(broker, 10, 0, _string(group)))
+    r = wire.Reader(_request(broker, 10, 0, wire.string(group)))
     err, node = r.take(">h"), r.take(">i")
     return err, node
 

@@ -387,24 +387,7 @@ fn fetch_one(
 ) -> group::OffsetFetchResponse {
     if broker.groups.coordinator_unavailable(&group_id) {
         // Versions before 2 have no group-level error: each partition asked for carries it.
-        let topics = topics
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| group::OffsetFetchTopic {
-                name: t.name,
-                partitions: t
-                    .partitions
-                    .into_iter()
-                    .map(|partition_index| group::OffsetFetchPartition {
-                        partition_index,
-                        committed_offset: -1,
-                        committed_leader_epoch: -1,
-                        metadata: String::new(),
-                        error_code: GONE,
-                    })
-                    .collect(),
-            })
-            .collect();
+        let topics = legacy_group_error(topics.unwrap_or_default(), GONE);
         return group::OffsetFetchResponse { error_code: GONE, topics };
     }
     let req = group::OffsetFetchRequest { group_id, topics, require_stable };
