@@ -63,8 +63,8 @@ impl LeaderEpochCache {
 
     /// Records that `epoch` starts at `start_offset` (called for every appended batch, and by a
     /// new leader for its own epoch). A no-op unless the epoch is new or starts earlier than
-    /// recorded; entries that would break monotonicity (an epoch >= this one, or a start offset
-    /// >= this one) are removed first, as Kafka does. Negative values are ignored (Kafka throws).
+    /// recorded; entries that would break monotonicity (an epoch or a start offset at or above
+    /// this one) are removed first, as Kafka does. Negative values are ignored (Kafka throws).
     /// Returns whether the cache changed.
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
         if epoch < 0 || start_offset < 0 {

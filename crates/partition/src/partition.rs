@@ -479,7 +479,11 @@ impl Partition {
     /// [`Partition::check_leader_epoch`]; UNKNOWN_LEADER_EPOCH (NOT_LEADER_OR_FOLLOWER without a
     /// current leader epoch) from a broker not among the replicas; OFFSET_OUT_OF_RANGE;
     /// NOT_LEADER_OR_FOLLOWER for a broker epoch older than the registered one.
-    pub fn follower_fetch(&mut self, fetch: &FollowerFetch, now_ms: i64) -> (Result<FollowerFetchAnswer, i16>, Vec<Effect>) {
+    pub fn follower_fetch(
+        &mut self,
+        fetch: &FollowerFetch,
+        now_ms: i64,
+    ) -> (Result<FollowerFetchAnswer, i16>, Vec<Effect>) {
         let mut effects = Vec::new();
         let answer = self.record_follower_fetch(fetch, now_ms, &mut effects);
         (answer, effects)
@@ -528,7 +532,13 @@ impl Partition {
         }
         let log_end_offset = self.log_end_offset;
         if let Some(follower) = self.leader.as_mut().and_then(|l| l.followers.get_mut(&id)) {
-            follower.record_fetch(fetch.fetch_offset, fetch.log_start_offset, now_ms, log_end_offset, fetch.broker_epoch);
+            follower.record_fetch(
+                fetch.fetch_offset,
+                fetch.log_start_offset,
+                now_ms,
+                log_end_offset,
+                fetch.broker_epoch,
+            );
         }
         self.maybe_expand_isr(id, effects);
         if before.log_end_offset != fetch.fetch_offset {

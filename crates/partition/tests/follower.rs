@@ -9,7 +9,10 @@ use tern_partition::*;
 
 fn follower(log_end_offset: i64) -> Partition {
     let mut p = partition(log_end_offset, 1);
-    assert_eq!(p.apply_leader_and_isr(&state(2, 1, 1, &[1, 2, 3], &[1, 2, 3]), T0), vec![Effect::FetchFrom { leader_id: 2, leader_epoch: 1 }]);
+    assert_eq!(
+        p.apply_leader_and_isr(&state(2, 1, 1, &[1, 2, 3], &[1, 2, 3]), T0),
+        vec![Effect::FetchFrom { leader_id: 2, leader_epoch: 1 }]
+    );
     p
 }
 
@@ -33,7 +36,10 @@ fn appended_batches_record_their_epochs() {
     // UnifiedLog.append assigns each batch's partition leader epoch at its base offset.
     let mut p = follower(0);
     p.apply_fetch_response(&response(&[(0, 0), (0, 3), (1, 5), (1, 7)], 9, 0));
-    assert_eq!(p.epochs().entries(), &[EpochEntry { epoch: 0, start_offset: 0 }, EpochEntry { epoch: 1, start_offset: 5 }]);
+    assert_eq!(
+        p.epochs().entries(),
+        &[EpochEntry { epoch: 0, start_offset: 0 }, EpochEntry { epoch: 1, start_offset: 5 }]
+    );
     assert_eq!(p.end_offset_for_epoch(0), EpochEndOffset { leader_epoch: 0, end_offset: 5 });
     assert_eq!(p.end_offset_for_epoch(1), EpochEndOffset { leader_epoch: 1, end_offset: 9 });
 }
@@ -61,7 +67,10 @@ fn truncation_lowers_the_log_end_the_hw_and_the_epoch_cache() {
     p.apply_fetch_response(&response(&[(0, 0), (1, 5), (2, 8)], 10, 9));
     assert_eq!(p.truncate_to(6), vec![hw_changed(6)]);
     assert_eq!((p.log_end_offset(), p.high_watermark()), (6, 6));
-    assert_eq!(p.epochs().entries(), &[EpochEntry { epoch: 0, start_offset: 0 }, EpochEntry { epoch: 1, start_offset: 5 }]);
+    assert_eq!(
+        p.epochs().entries(),
+        &[EpochEntry { epoch: 0, start_offset: 0 }, EpochEntry { epoch: 1, start_offset: 5 }]
+    );
     // At or past the end: the log stays, an epoch cached at the end is dropped.
     let mut p = partition(10, 1);
     p.apply_leader_and_isr(&state(1, 4, 1, &[1, 2], &[1, 2]), T0);

@@ -176,17 +176,24 @@ fn isr_expand_needs_the_hw_and_the_start_of_the_leader_epoch() {
 #[test]
 fn fenced_shutting_down_unregistered_or_other_incarnation_brokers_are_not_added() {
     // KIP-841 (fenced, controlled shutdown) and KIP-903 (fetch broker epoch must match).
-    let cases: Vec<(&str, Box<dyn Fn(&mut Partition, &mut FollowerFetch)>)> = vec![
-        ("fenced", Box::new(|p, _| {
-            let mut b = registered(&[1, 2, 3]);
-            b.get_mut(&3).unwrap().fenced = true;
-            p.update_brokers(b);
-        })),
-        ("shutting down", Box::new(|p, _| {
-            let mut b = registered(&[1, 2, 3]);
-            b.get_mut(&3).unwrap().in_controlled_shutdown = true;
-            p.update_brokers(b);
-        })),
+    type Setup = Box<dyn Fn(&mut Partition, &mut FollowerFetch)>;
+    let cases: Vec<(&str, Setup)> = vec![
+        (
+            "fenced",
+            Box::new(|p, _| {
+                let mut b = registered(&[1, 2, 3]);
+                b.get_mut(&3).unwrap().fenced = true;
+                p.update_brokers(b);
+            }),
+        ),
+        (
+            "shutting down",
+            Box::new(|p, _| {
+                let mut b = registered(&[1, 2, 3]);
+                b.get_mut(&3).unwrap().in_controlled_shutdown = true;
+                p.update_brokers(b);
+            }),
+        ),
         ("unregistered", Box::new(|p, _| p.update_brokers(registered(&[1, 2])))),
         ("newer broker epoch than registered", Box::new(|_, f| f.broker_epoch = epoch_of(3) + 1)),
     ];

@@ -33,8 +33,14 @@ fn acks_all_completes_when_the_hw_reaches_the_required_offset() {
     fetch_ok(&mut p, 2, 15, T0 + 3);
     assert_eq!(fetch_ok(&mut p, 3, 11, T0 + 4), vec![hw_changed(11)], "11 < 12: not yet");
     assert_eq!(p.waiting_requests(), vec![7, 8]);
-    assert_eq!(fetch_ok(&mut p, 3, 12, T0 + 5), vec![hw_changed(12), Effect::CompleteProduce { request_id: 7, error_code: NONE }]);
-    assert_eq!(fetch_ok(&mut p, 3, 15, T0 + 6), vec![hw_changed(15), Effect::CompleteProduce { request_id: 8, error_code: NONE }]);
+    assert_eq!(
+        fetch_ok(&mut p, 3, 12, T0 + 5),
+        vec![hw_changed(12), Effect::CompleteProduce { request_id: 7, error_code: NONE }]
+    );
+    assert_eq!(
+        fetch_ok(&mut p, 3, 15, T0 + 6),
+        vec![hw_changed(15), Effect::CompleteProduce { request_id: 8, error_code: NONE }]
+    );
     assert_eq!(p.waiting_requests(), Vec::<RequestId>::new());
 }
 

@@ -95,7 +95,11 @@ fn leader_with_history() -> Partition {
 }
 
 fn v12_fetch(fetch_offset: i64, last_fetched_epoch: i32) -> FollowerFetch {
-    FollowerFetch { current_leader_epoch: Some(5), last_fetched_epoch: Some(last_fetched_epoch), ..fetch(2, fetch_offset) }
+    FollowerFetch {
+        current_leader_epoch: Some(5),
+        last_fetched_epoch: Some(last_fetched_epoch),
+        ..fetch(2, fetch_offset)
+    }
 }
 
 #[test]
@@ -131,12 +135,24 @@ fn a_last_fetched_epoch_the_leader_cannot_place_is_out_of_range() {
 #[test]
 fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
     let mut p = leader_with_history();
-    assert_eq!(p.last_offset_for_leader_epoch(Some(5), 1, true), Ok(EpochEndOffset { leader_epoch: 1, end_offset: 20 }));
-    assert_eq!(p.last_offset_for_leader_epoch(Some(5), 4, true), Ok(EpochEndOffset { leader_epoch: 3, end_offset: 30 }));
-    assert_eq!(p.last_offset_for_leader_epoch(Some(5), 5, true), Ok(EpochEndOffset { leader_epoch: 5, end_offset: 35 }));
+    assert_eq!(
+        p.last_offset_for_leader_epoch(Some(5), 1, true),
+        Ok(EpochEndOffset { leader_epoch: 1, end_offset: 20 })
+    );
+    assert_eq!(
+        p.last_offset_for_leader_epoch(Some(5), 4, true),
+        Ok(EpochEndOffset { leader_epoch: 3, end_offset: 30 })
+    );
+    assert_eq!(
+        p.last_offset_for_leader_epoch(Some(5), 5, true),
+        Ok(EpochEndOffset { leader_epoch: 5, end_offset: 35 })
+    );
     assert_eq!(p.last_offset_for_leader_epoch(None, 9, true), Ok(EpochEndOffset::UNDEFINED));
     assert_eq!(p.last_offset_for_leader_epoch(Some(4), 1, true), Err(FENCED_LEADER_EPOCH));
     p.apply_leader_and_isr(&state(2, 6, 2, &[1, 2], &[1, 2]), T0);
     assert_eq!(p.last_offset_for_leader_epoch(Some(6), 1, true), Err(NOT_LEADER_OR_FOLLOWER));
-    assert_eq!(p.last_offset_for_leader_epoch(Some(6), 1, false), Ok(EpochEndOffset { leader_epoch: 1, end_offset: 20 }));
+    assert_eq!(
+        p.last_offset_for_leader_epoch(Some(6), 1, false),
+        Ok(EpochEndOffset { leader_epoch: 1, end_offset: 20 })
+    );
 }

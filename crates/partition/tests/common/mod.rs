@@ -20,7 +20,9 @@ pub fn epoch_of(id: BrokerId) -> i64 {
 
 pub fn registered(ids: &[BrokerId]) -> BTreeMap<BrokerId, BrokerRegistration> {
     ids.iter()
-        .map(|&id| (id, BrokerRegistration { broker_epoch: epoch_of(id), fenced: false, in_controlled_shutdown: false }))
+        .map(|&id| {
+            (id, BrokerRegistration { broker_epoch: epoch_of(id), fenced: false, in_controlled_shutdown: false })
+        })
         .collect()
 }
 
@@ -28,7 +30,13 @@ pub fn set(ids: &[BrokerId]) -> BTreeSet<BrokerId> {
     ids.iter().copied().collect()
 }
 
-pub fn state(leader: BrokerId, leader_epoch: i32, partition_epoch: i32, replicas: &[BrokerId], isr: &[BrokerId]) -> LeaderAndIsr {
+pub fn state(
+    leader: BrokerId,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    replicas: &[BrokerId],
+    isr: &[BrokerId],
+) -> LeaderAndIsr {
     LeaderAndIsr { leader, leader_epoch, partition_epoch, replicas: replicas.to_vec(), isr: set(isr) }
 }
 
