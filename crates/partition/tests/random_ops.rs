@@ -280,6 +280,17 @@ struct Before {
     pending: Option<AlterPartitionProposal>,
 }
 
+impl Before {
+    fn of(p: &Partition) -> Self {
+        Before {
+            was_leader: p.is_leader(),
+            high_watermark: p.high_watermark(),
+            waiting: p.waiting_requests(),
+            pending: p.pending_proposal().cloned(),
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -290,22 +301,12 @@ proptest! {
         let effects = world.p.apply_leader_and_isr(&state(LOCAL, 0, 0, &[1, 2, 3], &[1, 2, 3]), world.now);
         prop_assert_eq!(effects, vec![Effect::StopFetching]);
         for op in &ops {
-            let before = Before {
-                was_leader: world.p.is_leader(),
-                high_watermark: world.p.high_watermark(),
-                waiting: world.p.waiting_requests(),
-                pending: world.p.pending_proposal().cloned(),
-            };
+            let before = Before::of(&world.p);
             let effects = world.step(op);
             world.check(&before, &effects)?;
         }
         // Every request is answered by the end: the deadline passes, or leadership goes.
-        let before = Before {
-            was_leader: world.p.is_leader(),
-            high_watermark: world.p.high_watermark(),
-            waiting: world.p.waiting_requests(),
-            pending: world.p.pending_proposal().cloned(),
-        };
+        let before = Before::of(&world.p);
         world.now += 20_000;
         let effects = world.p.tick(world.now);
         world.check(&before, &effects)?;
