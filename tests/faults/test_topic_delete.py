@@ -9,6 +9,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 
+import wire
 from checks import Deadline
 from datadir_helpers import REQ_TIMEOUT, BrokerMaker, read_all
 from test_confluent import admin_for, create_topic, wait_metadata
@@ -113,3 +114,52 @@ def test_recreated_topic_never_shows_an_old_record(brokers):
         time.sleep(0.1)
     live = sorted(p.name for p in b.data_dir.iterdir() if p.name.startswith(TOPIC))
     assert live == [f"{TOPIC}-{p}" for p in range(PARTITIONS)], live
+
+
+# A fetch long-polls for up to its max_wait_ms; these wait far longer than the socket allows
+# (60 s against 20 s), so only a wake-up of the waiting fetch can answer them in time.
+LONG_POLL_MS = 60_000
+SOCKET_WAIT_S = 20
+UNKNOWN_TOPIC_OR_PARTITION = 3
+
+
+def long_poll(b, topic, partition, offset):
+    """Starts a raw Fetch that waits for data; returns (thread, result list)."""
+    out = []
+
+    def run():
+        try:
+            out.append(wire.fetch(b.host, b.port, topic, partition, offset, LONG_POLL_MS, timeout=SOCKET_WAIT_S))
+        except Exception as e:  # the socket timed out: the fetch was never woken
+            out.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    time.sleep(1)  # let the fetch reach its wait
+    return t, out
+
+
+def test_a_waiting_fetch_is_woken_by_its_partition_and_by_deletion(brokers):
+    b = brokers(settings={"auto.create.topics.enable": "false"})
+    b.start()
+    admin = admin_for(b)
+    create_topic(admin, "waited", 2)
+
+    # Appends to another partition do not answer it; an append to its own does.
+    t, out = long_poll(b, "waited", 0, 0)
+    for i in range(5):
+        assert wire.produce(b.host, b.port, "waited", 1, wire.record_batch([b"other-%d" % i]))[0] == 0
+    time.sleep(0.5)
+    assert t.is_alive() and not out, f"a fetch of partition 0 answered after appends to partition 1: {out}"
+    assert wire.produce(b.host, b.port, "waited", 0, wire.record_batch([b"mine"]))[0] == 0
+    t.join(SOCKET_WAIT_S + 5)
+    assert not isinstance(out[0], Exception), f"an append to its partition did not wake the fetch: {out[0]}"
+    err, hw, records = out[0]
+    assert (err, hw) == (0, 1) and b"mine" in records
+
+    # Deleting the topic answers a fetch waiting on it at once, not at its max_wait_ms.
+    t, out = long_poll(b, "waited", 0, 1)
+    admin.delete_topics(["waited"], operation_timeout=REQ_TIMEOUT)["waited"].result(timeout=REQ_TIMEOUT)
+    t.join(SOCKET_WAIT_S + 5)
+    assert not isinstance(out[0], Exception), f"a fetch of a deleted topic waited out its max_wait: {out[0]}"
+    assert out[0][0] == UNKNOWN_TOPIC_OR_PARTITION, out[0]

@@ -12,7 +12,7 @@
 //!   I/O never delays other clients.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::offsets_topic::{self, KeyValue};
 use crate::topics::Partition;
-use crate::{now_ms, Broker, BrokerConfig};
+use crate::{now_ms, BrokerConfig};
 
 /// Kafka's error for an append that failed on the coordinator's own log.
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
@@ -35,7 +35,6 @@ pub struct GroupService {
     partitions: Vec<Arc<Partition>>,
     /// Woken whenever the coordinator's next deadline may have moved earlier.
     timers_changed: Notify,
-    broker: Weak<Broker>,
 }
 
 struct State {
@@ -73,7 +72,6 @@ impl GroupService {
         config: GroupConfig,
         partitions: Vec<Arc<Partition>>,
         stored: Vec<Option<Vec<KeyValue>>>,
-        broker: Weak<Broker>,
     ) -> GroupService {
         let mut coordinator = GroupCoordinator::new(config);
         let now = now_ms();
@@ -86,7 +84,7 @@ impl GroupService {
             }
         }
         let state = State { coordinator, next_reply: 0, waiting: HashMap::new(), writer: None };
-        GroupService { state: Mutex::new(state), partitions, timers_changed: Notify::new(), broker }
+        GroupService { state: Mutex::new(state), partitions, timers_changed: Notify::new() }
     }
 
     /// Whether the `__consumer_offsets` partition that owns `group_id` is offline: the group
@@ -183,13 +181,10 @@ impl GroupService {
                 let mut outcomes = Vec::new();
                 for (partition, appends) in by_partition {
                     let result = match service.partitions.get(partition as usize) {
-                        Some(p) => append_batches(p, &appends),
+                        Some(p) => append_batches(p, &appends).inspect(|()| p.wake_fetches()),
                         None => Err(COORDINATOR_NOT_AVAILABLE),
                     };
                     outcomes.extend(appends.iter().map(|a| (a.token, result)));
-                }
-                if let Some(broker) = service.broker.upgrade() {
-                    broker.notify_appended();
                 }
                 let mut state = service.lock();
                 let now = now_ms();

@@ -16,6 +16,7 @@ mod producer_ids;
 mod server;
 mod topic_load;
 pub mod topics;
+mod waiters;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 pub use config::{BrokerConfig, ConfigError};
 pub use server::{decode_frame, serve, DecodedFrame};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
 use crate::groups::GroupService;
 use crate::topics::TopicRegistry;
@@ -33,8 +34,6 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub topics: TopicRegistry,
     pub cluster_id: String,
-    /// Bumped after every append so that long-polling fetches wake up.
-    appended: watch::Sender<u64>,
     /// Serialises topic creation, deletion and config changes.
     admin_lock: Mutex<()>,
     /// The consumer-group coordinator (this broker coordinates every group while single-node).
@@ -70,16 +69,14 @@ impl Broker {
         let floor = topics.all().iter().flat_map(|t| t.partitions.iter()).map(|p| p.log.max_producer_id()).max();
         let producer_ids = producer_ids::ProducerIdAllocator::load(&config.data_dir, floor.unwrap_or(-1) + 1);
         let stored: Vec<_> = offsets.partitions.iter().map(|p| offsets_topic::load_partition(p)).collect();
-        Ok(Arc::new_cyclic(|broker| {
+        Ok(Arc::new({
             let group_config = groups::group_config(&config, offsets.partitions.len() as i32);
-            let groups = Arc::new(GroupService::new(group_config, offsets.partitions.clone(), stored, broker.clone()));
-            let (appended, _) = watch::channel(0);
+            let groups = Arc::new(GroupService::new(group_config, offsets.partitions.clone(), stored));
             let mutation_quota = mutation_quota::MutationQuota::new(&config);
             Broker {
                 config,
                 topics,
                 cluster_id,
-                appended,
                 admin_lock: Mutex::new(()),
                 groups,
                 producer_ids,
@@ -87,10 +84,6 @@ impl Broker {
                 mutation_quota,
             }
         }))
-    }
-
-    fn notify_appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Runs retention, time-based flushing, the log cleaner and the group coordinator's timers

@@ -334,7 +334,7 @@ impl TopicRegistry {
                         "partition cannot be opened: it is offline until repaired (see `tern log check`)");
                     Log::offline(&dir, lc.clone(), format!("cannot be opened: {e}"))
                 });
-                Arc::new(Partition { topic: name.to_string(), index, log, leader_epoch: 0 })
+                Arc::new(Partition::new(name, index, log))
             })
             .collect();
         tracing::info!(topic = name, partitions = meta.partitions, "loaded topic");
@@ -363,7 +363,7 @@ impl TopicRegistry {
         let partitions = (0..partitions)
             .map(|index| {
                 let log = Log::offline(&partition_dir(&self.data_dir, name, index), lc.clone(), reason.clone());
-                Arc::new(Partition { topic: name.to_string(), index, log, leader_epoch: 0 })
+                Arc::new(Partition::new(name, index, log))
             })
             .collect();
         Topic {

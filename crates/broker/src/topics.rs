@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::datadir::{self, DataDirError};
 use crate::now_ms;
+use crate::waiters::Waiters;
 
 pub use crate::datadir::write_atomically;
 
@@ -37,9 +38,20 @@ pub struct Partition {
     pub index: i32,
     pub log: Log,
     pub leader_epoch: i32,
+    /// Fetches long-polling this partition, woken by its appends.
+    pub(crate) waiters: Waiters,
 }
 
 impl Partition {
+    pub fn new(topic: &str, index: i32, log: Log) -> Partition {
+        Partition { topic: topic.to_string(), index, log, leader_epoch: 0, waiters: Waiters::default() }
+    }
+
+    /// Wakes the fetches waiting for this partition: call after it has new records or is gone.
+    pub(crate) fn wake_fetches(&self) {
+        self.waiters.wake();
+    }
+
     /// Why this partition does not serve (its log is offline), `None` while it does.
     pub fn offline_reason(&self) -> Option<String> {
         self.log.offline_reason()
@@ -324,6 +336,8 @@ impl TopicRegistry {
         self.by_name.write().unwrap().remove(name);
         for p in &topic.partitions {
             p.log.mark_deleted();
+            // Fetches waiting on it answer now (UNKNOWN_TOPIC_OR_PARTITION), not at their timeout.
+            p.wake_fetches();
         }
         let mut renamed = Vec::new();
         let mut complete = true;
@@ -403,7 +417,7 @@ impl TopicRegistry {
                 break;
             }
             match Log::open(&dir, log_config.clone(), now_ms()) {
-                Ok(log) => parts.push(Arc::new(Partition { topic: meta.name.clone(), index, log, leader_epoch: 0 })),
+                Ok(log) => parts.push(Arc::new(Partition::new(&meta.name, index, log))),
                 Err(e) => {
                     result = Err((TopicError::from(e), Some(index)));
                     break;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{blocking, requested_partition};
@@ -100,9 +101,16 @@ pub(crate) async fn handle(
     let max_bytes = (request.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes());
     let min_bytes = (request.min_bytes.max(0) as usize).min(max_bytes);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
-    let mut appended = broker.appended.subscribe();
+    // Kafka's DelayedFetch: watch only the partitions read; an append to one of them wakes
+    // this fetch to read again (registered before the first read, so no append is missed).
+    let waker = Arc::new(Notify::new());
+    for w in wanted.iter() {
+        let topic = w.name.as_deref().and_then(|n| broker.topics.get(n));
+        if let Some(partition) = topic.as_ref().and_then(|t| t.partition(w.partition)) {
+            partition.waiters.watch(&waker);
+        }
+    }
     let results = loop {
-        appended.borrow_and_update();
         let (b, w) = (broker.clone(), wanted.clone());
         let results = blocking(move || read_all(&b, &w, max_bytes, use_ids)).await;
         let total: usize = results.iter().map(|r| r.records.as_ref().map_or(0, |r| r.len())).sum();
@@ -110,7 +118,7 @@ pub(crate) async fn handle(
         if total >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
             break results;
         }
-        if tokio::time::timeout_at(deadline, appended.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, waker.notified()).await.is_err() {
             // Timed out: answer with what there is (read again: something may just have arrived).
             let (b, w) = (broker.clone(), wanted.clone());
             break blocking(move || read_all(&b, &w, max_bytes, use_ids)).await;

@@ -61,7 +61,6 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
     }
     let b = broker.clone();
     let responses = blocking(move || append_all(&b, request, version)).await;
-    broker.notify_appended();
     let refused: Vec<String> = responses
         .iter()
         .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
@@ -138,6 +137,7 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
                     let origin = AppendOrigin::Client { producer_ids_below: broker.producer_ids.issued_below() };
                     match partition.log.append_as(&records, partition.leader_epoch, now, origin) {
                         Ok(info) => {
+                            partition.wake_fetches();
                             r.base_offset = info.base_offset;
                             r.log_append_time_ms = info.log_append_time;
                             r.log_start_offset = info.log_start_offset;
