@@ -154,9 +154,7 @@ impl Controller {
     }
 
     fn has_valid_session(&self, broker: BrokerId, now_ms: i64) -> bool {
-        self.sessions
-            .get(&broker)
-            .is_some_and(|s| s.last_contact_ms + self.config.broker_session_timeout_ms >= now_ms)
+        self.sessions.get(&broker).is_some_and(|s| s.last_contact_ms + self.config.broker_session_timeout_ms >= now_ms)
     }
 
     fn check_broker_epoch(&self, broker: BrokerId, epoch: i64) -> Result<(), i16> {
@@ -168,7 +166,11 @@ impl Controller {
 
     /// A broker heartbeat (Kafka's `processBrokerHeartbeat`): renews the session and moves the
     /// broker between fenced, unfenced, controlled shutdown and shutdown (KIP-841).
-    pub fn heartbeat(&mut self, request: BrokerHeartbeatRequest, now_ms: i64) -> ControllerResult<BrokerHeartbeatReply> {
+    pub fn heartbeat(
+        &mut self,
+        request: BrokerHeartbeatRequest,
+        now_ms: i64,
+    ) -> ControllerResult<BrokerHeartbeatReply> {
         let id = request.broker_id;
         if let Err(error_code) = self.check_broker_epoch(id, request.broker_epoch) {
             return ControllerResult {
@@ -263,12 +265,8 @@ impl Controller {
     /// Fences every unfenced broker whose session expired (`broker.session.timeout.ms`
     /// without a heartbeat), electing new leaders for what it led.
     pub fn tick(&mut self, now_ms: i64) -> Vec<MetadataRecord> {
-        let mut stale: Vec<BrokerId> = self
-            .image
-            .unfenced_brokers()
-            .map(|b| b.id)
-            .filter(|id| !self.has_valid_session(*id, now_ms))
-            .collect();
+        let mut stale: Vec<BrokerId> =
+            self.image.unfenced_brokers().map(|b| b.id).filter(|id| !self.has_valid_session(*id, now_ms)).collect();
         stale.sort_unstable();
         let mut records = Vec::new();
         for id in stale {
@@ -391,8 +389,8 @@ impl Controller {
             .image
             .topic(topic_id)
             .and_then(|t| self.image.config(ConfigResourceType::TOPIC, &t.name, UNCLEAN_LEADER_ELECTION_ENABLE));
-        let value = topic_value
-            .or_else(|| self.image.config(ConfigResourceType::BROKER, "", UNCLEAN_LEADER_ELECTION_ENABLE));
+        let value =
+            topic_value.or_else(|| self.image.config(ConfigResourceType::BROKER, "", UNCLEAN_LEADER_ELECTION_ENABLE));
         match value {
             Some(v) => v.eq_ignore_ascii_case("true"),
             None => self.config.unclean_leader_election_enable,
@@ -489,12 +487,19 @@ impl Controller {
         } else {
             let num_partitions = match topic.num_partitions {
                 -1 => self.config.num_partitions,
-                n if n <= 0 => return Err((INVALID_PARTITIONS, "Number of partitions was set to an invalid non-positive value.".into())),
+                n if n <= 0 => {
+                    return Err((
+                        INVALID_PARTITIONS,
+                        "Number of partitions was set to an invalid non-positive value.".into(),
+                    ))
+                }
                 n => n,
             };
             let replication_factor = match topic.replication_factor {
                 -1 => self.config.default_replication_factor,
-                n if n <= 0 => return Err((INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0.".into())),
+                n if n <= 0 => {
+                    return Err((INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0.".into()))
+                }
                 n => n,
             };
             self.place(num_partitions, replication_factor as i32).map_err(|m| (INVALID_REPLICATION_FACTOR, m))?
@@ -536,7 +541,10 @@ impl Controller {
 
     fn validate_manual_assignment(&self, partition: i32, replicas: &[BrokerId]) -> Result<(), (i16, String)> {
         if replicas.is_empty() {
-            return Err((INVALID_REPLICA_ASSIGNMENT, format!("The manual partition assignment of partition {partition} is empty.")));
+            return Err((
+                INVALID_REPLICA_ASSIGNMENT,
+                format!("The manual partition assignment of partition {partition} is empty."),
+            ));
         }
         for (i, r) in replicas.iter().enumerate() {
             if replicas[..i].contains(r) {
@@ -609,7 +617,13 @@ impl Controller {
         let current = topic.partitions.len() as i32;
         let replication_factor = topic.partitions.values().next().map_or(1, |p| p.replicas.len() as i32);
         if request.count < current {
-            return Err((INVALID_PARTITIONS, format!("The topic {} currently has {current} partition(s); {} would not be an increase.", request.name, request.count)));
+            return Err((
+                INVALID_PARTITIONS,
+                format!(
+                    "The topic {} currently has {current} partition(s); {} would not be an increase.",
+                    request.name, request.count
+                ),
+            ));
         }
         if request.count == current {
             return Err((INVALID_PARTITIONS, format!("Topic already has {current} partition(s).")));
@@ -711,8 +725,11 @@ impl Controller {
             } else {
                 self.image.topic_by_name(&topic.topic_name).map(|t| t.id)
             };
-            let mut result =
-                AlterPartitionTopicResult { topic_id: topic.topic_id, topic_name: topic.topic_name, partitions: Vec::new() };
+            let mut result = AlterPartitionTopicResult {
+                topic_id: topic.topic_id,
+                topic_name: topic.topic_name,
+                partitions: Vec::new(),
+            };
             let Some(topic_id) = topic_id else {
                 let error_code = if request.version > 1 { UNKNOWN_TOPIC_ID } else { UNKNOWN_TOPIC_OR_PARTITION };
                 result.partitions = topic.partitions.iter().map(|p| error_result(p.partition, error_code)).collect();
@@ -754,7 +771,8 @@ impl Controller {
             return Err(INVALID_UPDATE_VERSION);
         }
         let new_isr: Vec<BrokerId> = data.new_isr.iter().map(|m| m.broker_id).collect();
-        let valid_isr = new_isr.iter().enumerate().all(|(i, r)| partition.replicas.contains(r) && !new_isr[..i].contains(r));
+        let valid_isr =
+            new_isr.iter().enumerate().all(|(i, r)| partition.replicas.contains(r) && !new_isr[..i].contains(r));
         if !valid_isr || !new_isr.contains(&partition.leader) {
             return Err(INVALID_REQUEST);
         }
@@ -863,7 +881,14 @@ impl Controller {
 }
 
 fn error_result(partition: i32, error_code: i16) -> AlterPartitionResult {
-    AlterPartitionResult { partition, error_code, leader: NO_LEADER, leader_epoch: -1, isr: Vec::new(), partition_epoch: -1 }
+    AlterPartitionResult {
+        partition,
+        error_code,
+        leader: NO_LEADER,
+        leader_epoch: -1,
+        isr: Vec::new(),
+        partition_epoch: -1,
+    }
 }
 
 /// Kafka's `Topic.validate`.

@@ -50,7 +50,8 @@ pub fn build(
             }
         }
     };
-    let mut change = PartitionChange { topic_id: tp.topic_id, partition: tp.partition, isr: None, leader: None, replicas: None };
+    let mut change =
+        PartitionChange { topic_id: tp.topic_id, partition: tp.partition, isr: None, leader: None, replicas: None };
     if leader != partition.leader {
         change.leader = Some(leader);
         if unclean {

@@ -92,7 +92,13 @@ fn heartbeats_with_a_stale_epoch_are_refused() {
     );
     assert_eq!(result.response.error_code, STALE_BROKER_EPOCH);
     let unknown = h.controller.heartbeat(
-        BrokerHeartbeatRequest { broker_id: 9, broker_epoch: 0, current_metadata_offset: 0, want_fence: false, want_shutdown: false },
+        BrokerHeartbeatRequest {
+            broker_id: 9,
+            broker_epoch: 0,
+            current_metadata_offset: 0,
+            want_fence: false,
+            want_shutdown: false,
+        },
         0,
     );
     assert_eq!(unknown.response.error_code, STALE_BROKER_EPOCH);

@@ -125,7 +125,10 @@ fn preferred_leader_election_moves_leadership_back() {
     h.heartbeat_with(1, true, false);
     assert_eq!(h.partition(t, 0).leader, 2);
     let result = h.controller.elect_leaders(ElectionType::Preferred, Some(vec![("t".into(), vec![0, 9])]));
-    assert_eq!(result.response[0].partitions, vec![(0, PREFERRED_LEADER_NOT_AVAILABLE), (9, UNKNOWN_TOPIC_OR_PARTITION)]);
+    assert_eq!(
+        result.response[0].partitions,
+        vec![(0, PREFERRED_LEADER_NOT_AVAILABLE), (9, UNKNOWN_TOPIC_OR_PARTITION)]
+    );
     h.heartbeat(1);
     // Broker 1 is back but not in the ISR: its leader must first add it.
     let p = h.partition(t, 0);

@@ -83,7 +83,8 @@ fn create_topic_errors_use_kafka_codes() {
         INVALID_REQUEST
     );
     // Two topics of the same name in one request both fail.
-    let result = h.controller.create_topics(vec![CreatableTopic::new("d", 1, 1), CreatableTopic::new("d", 1, 1)], false);
+    let result =
+        h.controller.create_topics(vec![CreatableTopic::new("d", 1, 1), CreatableTopic::new("d", 1, 1)], false);
     assert!(result.records.is_empty());
     assert!(result.response.iter().all(|r| r.error_code == INVALID_REQUEST));
     // Nothing was recorded for any failure.
@@ -101,7 +102,12 @@ fn every_broker_fenced_is_an_invalid_replication_factor() {
 
 #[test]
 fn defaults_configs_and_validate_only() {
-    let mut h = Harness::with_config(ControllerConfig { num_partitions: 3, default_replication_factor: 2, seed: 1, ..Default::default() });
+    let mut h = Harness::with_config(ControllerConfig {
+        num_partitions: 3,
+        default_replication_factor: 2,
+        seed: 1,
+        ..Default::default()
+    });
     h.brokers([1, 2], &[]);
     let result = h.controller.create_topics(vec![CreatableTopic::new("v", -1, -1)], true);
     assert!(result.records.is_empty());
@@ -120,7 +126,10 @@ fn defaults_configs_and_validate_only() {
     assert_eq!(altered.response, NONE);
     h.commit(&altered.records);
     assert!(h.image().configs(ConfigResourceType::TOPIC, "t").is_none());
-    assert_eq!(h.controller.alter_configs(ConfigResourceType::TOPIC, "nope", vec![]).response, UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(
+        h.controller.alter_configs(ConfigResourceType::TOPIC, "nope", vec![]).response,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
 }
 
 #[test]
@@ -142,8 +151,9 @@ fn create_partitions_adds_placed_or_assigned_partitions() {
     assert_eq!(grow(&mut h, 6, Some(vec![vec![3, 1]])), INVALID_REPLICA_ASSIGNMENT);
     assert_eq!(grow(&mut h, 5, Some(vec![vec![3, 1]])), NONE);
     assert_eq!(h.partition(t, 4).replicas, vec![3, 1]);
-    let unknown =
-        h.controller.create_partitions(vec![CreatePartitionsTopic { name: "x".into(), count: 2, assignments: None }], false);
+    let unknown = h
+        .controller
+        .create_partitions(vec![CreatePartitionsTopic { name: "x".into(), count: 2, assignments: None }], false);
     assert_eq!(unknown.response[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
 }
 

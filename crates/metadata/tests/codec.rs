@@ -28,25 +28,30 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
             any::<bool>(),
             any::<bool>()
         )
-            .prop_map(|(broker_id, incarnation_id, broker_epoch, eps, rack, fenced, in_controlled_shutdown)| {
-                MetadataRecord::RegisterBroker(RegisterBroker {
-                    broker_id,
-                    incarnation_id,
-                    broker_epoch,
-                    endpoints: eps
-                        .into_iter()
-                        .map(|(name, host, port, security_protocol)| Endpoint { name, host, port, security_protocol })
-                        .collect(),
-                    rack,
-                    fenced,
-                    in_controlled_shutdown,
-                })
-            }),
-        (any::<i32>(), any::<i64>())
-            .prop_map(|(broker_id, broker_epoch)| MetadataRecord::UnregisterBroker(UnregisterBroker {
-                broker_id,
-                broker_epoch
-            })),
+            .prop_map(
+                |(broker_id, incarnation_id, broker_epoch, eps, rack, fenced, in_controlled_shutdown)| {
+                    MetadataRecord::RegisterBroker(RegisterBroker {
+                        broker_id,
+                        incarnation_id,
+                        broker_epoch,
+                        endpoints: eps
+                            .into_iter()
+                            .map(|(name, host, port, security_protocol)| Endpoint {
+                                name,
+                                host,
+                                port,
+                                security_protocol,
+                            })
+                            .collect(),
+                        rack,
+                        fenced,
+                        in_controlled_shutdown,
+                    })
+                }
+            ),
+        (any::<i32>(), any::<i64>()).prop_map(|(broker_id, broker_epoch)| MetadataRecord::UnregisterBroker(
+            UnregisterBroker { broker_id, broker_epoch }
+        )),
         (any::<i32>(), any::<i64>(), prop::option::of(any::<bool>()), any::<bool>()).prop_map(
             |(broker_id, broker_epoch, fenced, in_controlled_shutdown)| {
                 MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChange {
@@ -77,12 +82,7 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
             }),
         uuid().prop_map(|topic_id| MetadataRecord::RemoveTopic(RemoveTopic { topic_id })),
         (any::<i8>(), name(), name(), prop::option::of(name())).prop_map(|(rt, resource_name, name, value)| {
-            MetadataRecord::Config(ConfigRecord {
-                resource_type: ConfigResourceType(rt),
-                resource_name,
-                name,
-                value,
-            })
+            MetadataRecord::Config(ConfigRecord { resource_type: ConfigResourceType(rt), resource_name, name, value })
         }),
     ]
 }
@@ -115,15 +115,15 @@ fn the_encoding_is_stable() {
     });
     let bytes = encode_batch(std::slice::from_ref(&record));
     let expected: Vec<u8> = [
-        &[0, 0, 0, 1][..],                            // one record
-        &[0, 0, 0, 38],                               // its length
-        &[5, 0],                                      // PartitionChangeRecord, version 0
-        &[0; 15],                                     // topic id ...
-        &[1],                                         // ... 1
-        &[0, 0, 0, 2],                                // partition
-        &[0, 0, 0, 1, 0, 0, 0, 3],                    // isr [3]
-        &[0xff, 0xff, 0xff, 0xfe],                    // NO_LEADER_CHANGE
-        &[0xff, 0xff, 0xff, 0xff],                    // replicas: null
+        &[0, 0, 0, 1][..],         // one record
+        &[0, 0, 0, 38],            // its length
+        &[5, 0],                   // PartitionChangeRecord, version 0
+        &[0; 15],                  // topic id ...
+        &[1],                      // ... 1
+        &[0, 0, 0, 2],             // partition
+        &[0, 0, 0, 1, 0, 0, 0, 3], // isr [3]
+        &[0xff, 0xff, 0xff, 0xfe], // NO_LEADER_CHANGE
+        &[0xff, 0xff, 0xff, 0xff], // replicas: null
     ]
     .concat();
     assert_eq!(bytes, expected);

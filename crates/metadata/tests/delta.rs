@@ -78,7 +78,10 @@ fn failover_moves_leadership_with_the_new_leader_epoch() {
         vec![(tp(0), true, 1), (tp(1), false, 0)]
     );
     let three = delta.local_changes(&image, 3);
-    assert_eq!(three.followers.iter().map(|p| (p.tp, p.state.leader)).collect::<Vec<_>>(), vec![(tp(0), 2), (tp(1), 2)]);
+    assert_eq!(
+        three.followers.iter().map(|p| (p.tp, p.state.leader)).collect::<Vec<_>>(),
+        vec![(tp(0), 2), (tp(1), 2)]
+    );
     // The fenced broker still hosts both: it is told to follow the new leader.
     let one = delta.local_changes(&image, 1);
     assert!(one.leaders.is_empty());

@@ -11,7 +11,12 @@ fn register(id: BrokerId, epoch: i64, rack: Option<&str>) -> MetadataRecord {
         broker_id: id,
         incarnation_id: uuid(1000 + id as u128),
         broker_epoch: epoch,
-        endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "localhost".into(), port: 9092, security_protocol: 0 }],
+        endpoints: vec![Endpoint {
+            name: "PLAINTEXT".into(),
+            host: "localhost".into(),
+            port: 9092,
+            security_protocol: 0,
+        }],
         rack: rack.map(String::from),
         fenced: true,
         in_controlled_shutdown: false,
@@ -144,10 +149,7 @@ fn topics_are_found_by_name_and_id() {
     assert_eq!(t.partitions.len(), 2);
     assert!(image.topic_by_name("u").is_none());
     let mut again = image.clone();
-    assert_eq!(
-        again.apply(&topic("t", 8)),
-        Err(ApplyError::TopicNameInUse { name: "t".into(), existing: uuid(7) })
-    );
+    assert_eq!(again.apply(&topic("t", 8)), Err(ApplyError::TopicNameInUse { name: "t".into(), existing: uuid(7) }));
     assert_eq!(again.apply(&topic("u", 7)), Err(ApplyError::TopicIdInUse(uuid(7))));
 }
 

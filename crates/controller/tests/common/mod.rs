@@ -17,7 +17,11 @@ impl Harness {
     }
 
     pub fn with_config(config: ControllerConfig) -> Self {
-        Harness { controller: Controller::new(config, MetadataImage::new(), 0), committed: MetadataImage::new(), now_ms: 0 }
+        Harness {
+            controller: Controller::new(config, MetadataImage::new(), 0),
+            committed: MetadataImage::new(),
+            now_ms: 0,
+        }
     }
 
     pub fn commit(&mut self, records: &[MetadataRecord]) {
@@ -96,10 +100,7 @@ impl Harness {
     }
 
     pub fn create_manual(&mut self, name: &str, assignments: Vec<Vec<BrokerId>>) -> Uuid {
-        let result = self.create_topic(CreatableTopic {
-            assignments,
-            ..CreatableTopic::new(name, -1, -1)
-        });
+        let result = self.create_topic(CreatableTopic { assignments, ..CreatableTopic::new(name, -1, -1) });
         assert_eq!(result.error_code, 0, "{:?}", result.error_message);
         result.topic_id
     }
