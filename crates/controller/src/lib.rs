@@ -18,3 +18,4 @@ mod rng;
 pub use api::*;
 pub use controller::{Controller, ControllerConfig, UNCLEAN_LEADER_ELECTION_ENABLE};
 pub use rng::Rng;
+pub mod raft;
