@@ -1,6 +1,6 @@
 //! The Raft log and vote: in memory, and optionally persisted under a directory as
-//! `log` (append-only frames, one per entry, fsynced on append) and `log-meta` (vote and
-//! purge point, written atomically). Truncation and purging rewrite `log` atomically; both
+//! `log` (append-only frames, one per entry, fsynced on append) and `log-meta` (vote, purge
+//! point and commit point, written atomically). Truncation and purging rewrite `log` atomically; both
 //! are rare (a conflicting suffix, a compaction after a snapshot).
 
 use std::collections::BTreeMap;
@@ -61,6 +61,7 @@ impl LogStore {
                 _ => Some(codec::read_vote(&mut r).map_err(invalid)?),
             };
             inner.last_purged = codec::read_log_id(&mut r).map_err(invalid)?;
+            inner.committed = codec::read_log_id(&mut r).map_err(invalid)?;
         }
         let path = dir.join("log");
         let bytes = match std::fs::read(&path) {
@@ -97,6 +98,7 @@ impl Inner {
             }
         }
         codec::write_log_id(&mut w, &self.last_purged);
+        codec::write_log_id(&mut w, &self.committed);
         codec::write_file_atomically(&files.dir.join("log-meta"), &out).map_err(io_err)
     }
 
@@ -155,9 +157,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Kept in memory only: after a restart the leader tells the commit index again.
-        self.inner.lock().await.committed = committed;
-        Ok(())
+        // Persisted: a node that restarts as leader of its own (committed) term, as openraft
+        // lets it, would otherwise serve an image that lacks committed entries.
+        let mut inner = self.inner.lock().await;
+        inner.committed = committed;
+        inner.write_meta()
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

@@ -2,6 +2,7 @@
 //! active [`Controller`] (Kafka's active controller) whose records it proposes.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use openraft::RaftNetworkFactory;
 use tern_metadata::MetadataImage;
@@ -9,6 +10,9 @@ use tokio::sync::Mutex;
 
 use super::{CommittedState, LogStore, NodeId, Raft, RecordBatch, StateMachineStore, TypeConfig};
 use crate::{Controller, ControllerConfig, ControllerResult};
+
+/// How long a new leader waits to apply its log before it serves requests.
+const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -87,6 +91,14 @@ impl ControllerNode {
                 Some(f) => NodeError::NotController { leader: f.leader_id },
                 None => NodeError::Raft(e.to_string()),
             })?;
+            // A leader that resumed its own term after a restart may hold entries it proposed
+            // and did not commit: they too must be in the image before new records get
+            // offsets after them.
+            self.raft
+                .wait(Some(ACTIVATION_TIMEOUT))
+                .applied_index_at_least(metrics.last_log_index, "the leader applied its whole log")
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
             let image = self.committed_image();
             *active = Some((metrics.current_term, Controller::new(self.config.clone(), image, now_ms)));
         }
