@@ -1,0 +1,25 @@
+//! Kafka error codes the controller returns (numbers from Kafka's `Errors.java`).
+
+pub const NONE: i16 = 0;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const INVALID_CONFIG: i16 = 40;
+pub const NOT_CONTROLLER: i16 = 41;
+pub const INVALID_REQUEST: i16 = 42;
+pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const STALE_BROKER_EPOCH: i16 = 77;
+pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+pub const ELECTION_NOT_NEEDED: i16 = 84;
+pub const INVALID_UPDATE_VERSION: i16 = 95;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+pub const INELIGIBLE_REPLICA: i16 = 107;
+pub const NEW_LEADER_ELECTED: i16 = 108;
+pub const UNKNOWN_BROKER_ID: i16 = BROKER_ID_NOT_REGISTERED;
+pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
