@@ -1,13 +1,19 @@
-//! Encoding of openraft's values in the controller's files (and, later, on the wire), with
+//! Encoding of openraft's values in the controller's files and on the quorum's wire, with
 //! the field helpers of [`tern_metadata::codec`]. Every frame the files hold is
-//! `[u32 length][u32 CRC-32C of the payload][payload]`.
+//! `[u32 length][u32 CRC-32C of the payload][payload]`; the wire messages
+//! ([`encode_request`], [`encode_reply`]) are the payloads of the TCP transport's frames.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership};
+use openraft::error::SnapshotMismatch;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, SnapshotSegmentId};
 use tern_metadata::codec::{decode_batch, encode_batch, DecodeError, Reader, Writer};
 
-use super::{Entry, LogId, NodeId, RecordBatch, SnapshotMeta, StoredMembership, Vote};
+use super::{Entry, LogId, NodeId, RecordBatch, SnapshotMeta, StoredMembership, TypeConfig, Vote};
 
 pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -175,5 +181,206 @@ pub fn read_file(path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// A request of the quorum's wire: one of openraft's RPCs.
+#[derive(Debug)]
+pub enum RaftRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`RaftRequest`]: openraft's response, or the error the remote Raft
+/// returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RaftReply {
+    AppendEntries(AppendEntriesResponse<NodeId>),
+    Vote(VoteResponse<NodeId>),
+    InstallSnapshot(InstallSnapshotResponse<NodeId>),
+    Failed(RemoteFailure),
+}
+
+/// An error of the remote Raft, as far as the sender can act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteFailure {
+    /// The remote Raft has shut down.
+    Stopped,
+    Panicked,
+    /// Any other fatal error (a storage error), by its message.
+    Fatal(String),
+    /// The snapshot chunk did not continue the one the remote was receiving.
+    SnapshotMismatch(SnapshotMismatch),
+}
+
+const KIND_APPEND_ENTRIES: u8 = 1;
+const KIND_VOTE: u8 = 2;
+const KIND_INSTALL_SNAPSHOT: u8 = 3;
+/// Kinds of replies: the request's kind, or this one for an error of the remote Raft.
+const KIND_FAILED: u8 = 0xff;
+
+/// `[u8 kind][u32 correlation id][body]`.
+pub fn encode_request(correlation_id: u32, request: &RaftRequest) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = Writer(&mut out);
+    match request {
+        RaftRequest::AppendEntries(rpc) => {
+            w.u8(KIND_APPEND_ENTRIES);
+            w.u32(correlation_id);
+            write_vote(&mut w, &rpc.vote);
+            write_log_id(&mut w, &rpc.prev_log_id);
+            write_log_id(&mut w, &rpc.leader_commit);
+            w.u32(rpc.entries.len() as u32);
+            for entry in &rpc.entries {
+                w.bytes(&encode_entry(entry));
+            }
+        }
+        RaftRequest::Vote(rpc) => {
+            w.u8(KIND_VOTE);
+            w.u32(correlation_id);
+            write_vote(&mut w, &rpc.vote);
+            write_log_id(&mut w, &rpc.last_log_id);
+        }
+        RaftRequest::InstallSnapshot(rpc) => {
+            w.u8(KIND_INSTALL_SNAPSHOT);
+            w.u32(correlation_id);
+            write_vote(&mut w, &rpc.vote);
+            encode_snapshot_meta(&rpc.meta, &mut w);
+            w.u64(rpc.offset);
+            w.bool(rpc.done);
+            w.bytes(&rpc.data);
+        }
+    }
+    out
+}
+
+pub fn decode_request(payload: &[u8]) -> Result<(u32, RaftRequest), DecodeError> {
+    let mut r = Reader(payload);
+    let kind = r.u8()?;
+    let correlation_id = r.u32()?;
+    let request = match kind {
+        KIND_APPEND_ENTRIES => {
+            let vote = read_vote(&mut r)?;
+            let prev_log_id = read_log_id(&mut r)?;
+            let leader_commit = read_log_id(&mut r)?;
+            let n = r.count()?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                entries.push(decode_entry(r.bytes()?)?);
+            }
+            RaftRequest::AppendEntries(AppendEntriesRequest { vote, prev_log_id, leader_commit, entries })
+        }
+        KIND_VOTE => RaftRequest::Vote(VoteRequest { vote: read_vote(&mut r)?, last_log_id: read_log_id(&mut r)? }),
+        KIND_INSTALL_SNAPSHOT => RaftRequest::InstallSnapshot(InstallSnapshotRequest {
+            vote: read_vote(&mut r)?,
+            meta: decode_snapshot_meta(&mut r)?,
+            offset: r.u64()?,
+            done: r.bool()?,
+            data: r.bytes()?.to_vec(),
+        }),
+        _ => return Err(DecodeError::Invalid("request kind")),
+    };
+    end(&r)?;
+    Ok((correlation_id, request))
+}
+
+/// `[u8 kind][u32 correlation id][body]`, the kind being the request's or [`KIND_FAILED`].
+pub fn encode_reply(correlation_id: u32, reply: &RaftReply) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = Writer(&mut out);
+    match reply {
+        RaftReply::AppendEntries(resp) => {
+            w.u8(KIND_APPEND_ENTRIES);
+            w.u32(correlation_id);
+            match resp {
+                AppendEntriesResponse::Success => w.u8(0),
+                AppendEntriesResponse::PartialSuccess(matching) => {
+                    w.u8(1);
+                    write_log_id(&mut w, matching);
+                }
+                AppendEntriesResponse::Conflict => w.u8(2),
+                AppendEntriesResponse::HigherVote(vote) => {
+                    w.u8(3);
+                    write_vote(&mut w, vote);
+                }
+            }
+        }
+        RaftReply::Vote(resp) => {
+            w.u8(KIND_VOTE);
+            w.u32(correlation_id);
+            write_vote(&mut w, &resp.vote);
+            w.bool(resp.vote_granted);
+            write_log_id(&mut w, &resp.last_log_id);
+        }
+        RaftReply::InstallSnapshot(resp) => {
+            w.u8(KIND_INSTALL_SNAPSHOT);
+            w.u32(correlation_id);
+            write_vote(&mut w, &resp.vote);
+        }
+        RaftReply::Failed(failure) => {
+            w.u8(KIND_FAILED);
+            w.u32(correlation_id);
+            match failure {
+                RemoteFailure::Stopped => w.u8(0),
+                RemoteFailure::Panicked => w.u8(1),
+                RemoteFailure::Fatal(message) => {
+                    w.u8(2);
+                    w.string(message);
+                }
+                RemoteFailure::SnapshotMismatch(m) => {
+                    w.u8(3);
+                    for segment in [&m.expect, &m.got] {
+                        w.string(&segment.id);
+                        w.u64(segment.offset);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn decode_reply(payload: &[u8]) -> Result<(u32, RaftReply), DecodeError> {
+    let mut r = Reader(payload);
+    let kind = r.u8()?;
+    let correlation_id = r.u32()?;
+    let reply = match kind {
+        KIND_APPEND_ENTRIES => RaftReply::AppendEntries(match r.u8()? {
+            0 => AppendEntriesResponse::Success,
+            1 => AppendEntriesResponse::PartialSuccess(read_log_id(&mut r)?),
+            2 => AppendEntriesResponse::Conflict,
+            3 => AppendEntriesResponse::HigherVote(read_vote(&mut r)?),
+            _ => return Err(DecodeError::Invalid("append entries response")),
+        }),
+        KIND_VOTE => RaftReply::Vote(VoteResponse {
+            vote: read_vote(&mut r)?,
+            vote_granted: r.bool()?,
+            last_log_id: read_log_id(&mut r)?,
+        }),
+        KIND_INSTALL_SNAPSHOT => RaftReply::InstallSnapshot(InstallSnapshotResponse { vote: read_vote(&mut r)? }),
+        KIND_FAILED => RaftReply::Failed(match r.u8()? {
+            0 => RemoteFailure::Stopped,
+            1 => RemoteFailure::Panicked,
+            2 => RemoteFailure::Fatal(r.string()?),
+            3 => {
+                let mut segment =
+                    || -> Result<_, DecodeError> { Ok(SnapshotSegmentId { id: r.string()?, offset: r.u64()? }) };
+                let (expect, got) = (segment()?, segment()?);
+                RemoteFailure::SnapshotMismatch(SnapshotMismatch { expect, got })
+            }
+            _ => return Err(DecodeError::Invalid("remote failure")),
+        }),
+        _ => return Err(DecodeError::Invalid("reply kind")),
+    };
+    end(&r)?;
+    Ok((correlation_id, reply))
+}
+
+fn end(r: &Reader) -> Result<(), DecodeError> {
+    if r.is_empty() {
+        Ok(())
+    } else {
+        Err(DecodeError::TrailingBytes(r.0.len()))
     }
 }

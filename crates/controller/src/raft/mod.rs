@@ -7,8 +7,8 @@
 //!   append; the vote, the purge point and snapshots written atomically (temp file, fsync,
 //!   rename).
 //! - The transport is openraft's [`RaftNetworkFactory`](openraft::RaftNetworkFactory);
-//!   [`Router`] is the in-process one the tests use. A TCP transport on the controller
-//!   listener implements the same trait and sends the [`codec`] encoding of requests.
+//!   [`Router`] is the in-process one the tests use; [`TcpNetwork`] and [`QuorumServer`]
+//!   carry the same RPCs between voters over TCP, in the [`codec`] wire encoding.
 //! - [`ControllerNode`] runs one voter: the Raft instance, its stores, and, while it leads,
 //!   the active [`Controller`](crate::Controller) whose records it proposes.
 //!
@@ -22,6 +22,7 @@ mod log_store;
 mod network;
 mod node;
 mod state_machine;
+mod tcp;
 
 use std::io::Cursor;
 
@@ -31,6 +32,9 @@ pub use log_store::LogStore;
 pub use network::Router;
 pub use node::{ControllerNode, NodeError};
 pub use state_machine::{CommittedState, StateMachineStore};
+pub use tcp::{
+    parse_quorum_voters, QuorumServer, TcpConnection, TcpNetwork, VotersError, DEFAULT_REQUEST_TIMEOUT, MAX_FRAME_BYTES,
+};
 
 pub type NodeId = u64;
 

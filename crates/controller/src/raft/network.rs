@@ -1,6 +1,6 @@
 //! The in-process transport: every node's [`Raft`] handle in one map, called directly. Tests
-//! cut nodes off with [`Router::isolate`]. A TCP transport implements the same openraft
-//! traits (`RaftNetworkFactory`, `RaftNetwork`) and encodes the requests with [`super::codec`].
+//! cut nodes off with [`Router::isolate`]. The TCP transport ([`super::TcpNetwork`]) implements
+//! the same openraft traits (`RaftNetworkFactory`, `RaftNetwork`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
