@@ -1,13 +1,13 @@
 //! The controller quorum over TCP on loopback: three voters, each with a `QuorumServer` and a
 //! `TcpNetwork` to the others, persisted under a temp dir so a stopped voter can restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, Config};
+use openraft::{BasicNode, Config, SnapshotPolicy};
 use tern_controller::raft::{
     parse_quorum_voters, ControllerNode, LogStore, NodeId, QuorumServer, StateMachineStore, TcpNetwork, MAX_FRAME_BYTES,
 };
@@ -24,9 +24,18 @@ async fn bounded<F: Future>(test: F) -> F::Output {
     tokio::time::timeout(TEST_BOUND, test).await.expect("the test finished in time")
 }
 
-fn raft_config() -> Arc<Config> {
-    let config =
-        Config { heartbeat_interval: 50, election_timeout_min: 300, election_timeout_max: 600, ..Default::default() };
+fn raft_config(snapshot_every: u64) -> Arc<Config> {
+    let config = Config {
+        heartbeat_interval: 50,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        // Small chunks, so that a snapshot takes several InstallSnapshot requests.
+        snapshot_max_chunk_size: 256,
+        ..Default::default()
+    };
     Arc::new(config.validate().unwrap())
 }
 
@@ -39,17 +48,23 @@ struct TcpCluster {
     root: tempfile::TempDir,
     addrs: BTreeMap<NodeId, SocketAddr>,
     voters: BTreeMap<NodeId, Voter>,
+    snapshot_every: u64,
 }
 
 impl TcpCluster {
     async fn start() -> TcpCluster {
+        TcpCluster::start_with_snapshots_every(1000).await
+    }
+
+    async fn start_with_snapshots_every(snapshot_every: u64) -> TcpCluster {
         // Bind first: every voter needs every address before its Raft starts.
         let mut listeners = BTreeMap::new();
         for id in 1..=3 {
             listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
         }
         let addrs = listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap())).collect();
-        let mut cluster = TcpCluster { root: tempfile::tempdir().unwrap(), addrs, voters: BTreeMap::new() };
+        let mut cluster =
+            TcpCluster { root: tempfile::tempdir().unwrap(), addrs, voters: BTreeMap::new(), snapshot_every };
         for (id, listener) in listeners {
             cluster.start_voter(id, listener).await;
         }
@@ -64,7 +79,7 @@ impl TcpCluster {
         let (log, sm) = (LogStore::open(&dir).unwrap(), StateMachineStore::open(&dir).unwrap());
         let network = TcpNetwork::new(self.addrs.clone()).with_request_timeout(Duration::from_secs(2));
         let config = ControllerConfig { seed: id, ..Default::default() };
-        let node = ControllerNode::start(id, raft_config(), network, log, sm, config).await.unwrap();
+        let node = ControllerNode::start(id, raft_config(self.snapshot_every), network, log, sm, config).await.unwrap();
         let server = QuorumServer::serve(listener, node.raft().clone()).unwrap();
         self.voters.insert(id, Voter { node, server });
     }
@@ -91,18 +106,21 @@ impl TcpCluster {
         self.start_voter(id, listener.unwrap()).await;
     }
 
-    /// Waits until one of the running voters leads and sees itself as leader.
+    /// Waits until every running voter names the same running leader. (A restarted leader
+    /// names itself, in its old term, until it hears of the newer one.)
     async fn leader(&self) -> NodeId {
         let deadline = tokio::time::Instant::now() + WAIT;
         while tokio::time::Instant::now() < deadline {
-            for (id, voter) in &self.voters {
-                if voter.node.raft().metrics().borrow().current_leader == Some(*id) {
-                    return *id;
+            let named: BTreeSet<_> =
+                self.voters.values().map(|v| v.node.raft().metrics().borrow().current_leader).collect();
+            if let [Some(leader)] = named.into_iter().collect::<Vec<_>>()[..] {
+                if self.voters.contains_key(&leader) {
+                    return leader;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("no leader elected");
+        panic!("the voters did not agree on a leader");
     }
 
     async fn on_leader<T>(&self, request: impl FnOnce(&mut Controller) -> ControllerResult<T>) -> T {
@@ -200,6 +218,40 @@ async fn a_stopped_leader_is_replaced_and_catches_up_after_a_restart() {
         assert!(image.topic_by_name("before").is_some());
         assert_eq!(image.topic_by_name("after").unwrap().partitions.len(), 2);
         assert!(cluster.voters[&old].node.committed_image().topic_by_name("after").is_some());
+        cluster.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_voter_catches_up_from_a_snapshot_sent_in_chunks() {
+    bounded(async {
+        let mut cluster = TcpCluster::start_with_snapshots_every(5).await;
+        cluster.register_brokers().await;
+        let leader = cluster.leader().await;
+        let lagging = *cluster.voters.keys().find(|id| **id != leader).unwrap();
+        cluster.stop_voter(lagging).await;
+        let applied_when_stopped = cluster.voters[&leader].node.with_committed(|s| s.last_applied.unwrap().index);
+
+        for i in 0..12 {
+            cluster.create_topic(&format!("t{i}"), 2).await;
+        }
+        // The leader's log is compacted past what the stopped voter has, so only a snapshot
+        // can catch it up.
+        let raft = cluster.voters[&leader].node.raft().clone();
+        raft.trigger().snapshot().await.unwrap();
+        let applied = cluster.voters[&leader].node.with_committed(|s| s.last_applied.unwrap());
+        raft.wait(Some(WAIT)).snapshot(applied, "snapshot").await.unwrap();
+        raft.wait(Some(WAIT))
+            .metrics(|m| m.purged.is_some_and(|p| p.index > applied_when_stopped), "purged")
+            .await
+            .unwrap();
+
+        cluster.restart_voter(lagging).await;
+        let image = cluster.converged_image().await;
+        assert_eq!(image.topics().count(), 12);
+        let snapshot = cluster.voters[&lagging].node.raft().metrics().borrow().snapshot;
+        assert!(snapshot.is_some_and(|s| s.index > applied_when_stopped), "installed a snapshot: {snapshot:?}");
         cluster.shutdown().await;
     })
     .await

@@ -1,6 +1,6 @@
 //! The TCP transport between controller voters: [`QuorumServer`] serves openraft's RPCs for
-//! a local [`Raft`], and [`TcpNetwork`] is the [`RaftNetworkFactory`] that sends them, one
-//! lazily (re)connected stream per peer, one request at a time.
+//! a local [`Raft`], and [`TcpNetwork`] is the [`RaftNetworkFactory`] that sends them over one
+//! lazily (re)connected stream per peer, one request at a time (no pipelining).
 //!
 //! Every frame is `[u32 big-endian length][u8 kind][u32 correlation id][body]`, the length
 //! counting the bytes after it (as Kafka frames) and the rest being the [`codec`] wire
@@ -25,6 +25,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::codec::{self, RaftReply, RaftRequest, RemoteFailure};
@@ -219,16 +220,18 @@ fn failure<E: std::error::Error>(e: RaftError<NodeId, E>, api: impl FnOnce(E) ->
 
 // ---- client ----
 
-/// The transport a voter sends with: each peer's address, from `controller.quorum.voters`.
+/// The transport a voter sends with: one connection per peer, at the address
+/// `controller.quorum.voters` gives it.
 #[derive(Clone)]
 pub struct TcpNetwork {
-    voters: Arc<BTreeMap<NodeId, SocketAddr>>,
+    peers: Arc<BTreeMap<NodeId, Arc<Peer>>>,
     request_timeout: Duration,
 }
 
 impl TcpNetwork {
     pub fn new(voters: BTreeMap<NodeId, SocketAddr>) -> Self {
-        TcpNetwork { voters: Arc::new(voters), request_timeout: DEFAULT_REQUEST_TIMEOUT }
+        let peers = voters.into_iter().map(|(id, addr)| (id, Arc::new(Peer { addr, link: Mutex::default() })));
+        TcpNetwork { peers: Arc::new(peers.collect()), request_timeout: DEFAULT_REQUEST_TIMEOUT }
     }
 
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
@@ -237,26 +240,34 @@ impl TcpNetwork {
     }
 }
 
+/// One peer's connection, shared by every client openraft makes for it (one per replication
+/// stream and per election), so that they take turns on one stream instead of each
+/// connecting anew.
+struct Peer {
+    addr: SocketAddr,
+    link: Mutex<Link>,
+}
+
+#[derive(Default)]
+struct Link {
+    /// Connected on first use; dropped on any failure, to reconnect on the next request.
+    stream: Option<TcpStream>,
+    next_correlation_id: u32,
+}
+
 impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
     type Network = TcpConnection;
 
     async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> TcpConnection {
-        TcpConnection {
-            target,
-            addr: self.voters.get(&target).copied(),
-            stream: None,
-            next_correlation_id: 0,
-            request_timeout: self.request_timeout,
-        }
+        TcpConnection { target, peer: self.peers.get(&target).cloned(), request_timeout: self.request_timeout }
     }
 }
 
-/// The connection to one peer; connected on first use and after any failure.
+/// openraft's client for one peer.
 pub struct TcpConnection {
     target: NodeId,
-    addr: Option<SocketAddr>,
-    stream: Option<TcpStream>,
-    next_correlation_id: u32,
+    /// `None` for a node missing from the voters.
+    peer: Option<Arc<Peer>>,
     request_timeout: Duration,
 }
 
@@ -273,54 +284,42 @@ type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, 
 
 impl TcpConnection {
     /// Sends `request` and waits for its reply, within the request timeout and openraft's
-    /// deadline for the RPC. On any failure the stream is dropped, to reconnect next time.
-    async fn call(&mut self, request: &RaftRequest, option: &RPCOption) -> Result<RaftReply, SendError> {
+    /// deadline for the RPC (waiting for the peer's stream included).
+    async fn call(&self, request: &RaftRequest, option: &RPCOption) -> Result<RaftReply, SendError> {
+        let Some(peer) = &self.peer else {
+            let e = io::Error::new(io::ErrorKind::NotFound, format!("node {} is not a voter", self.target));
+            return Err(SendError::Unreachable(e));
+        };
         let timeout = self.request_timeout.min(option.hard_ttl());
-        match tokio::time::timeout(timeout, self.exchange(request)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e @ SendError::TooLarge(_))) => Err(e),
-            Ok(Err(e)) => {
-                self.stream = None;
-                Err(e)
+        let exchange = async {
+            let mut link = peer.link.lock().await;
+            let correlation_id = link.next_correlation_id;
+            link.next_correlation_id = correlation_id.wrapping_add(1);
+            let payload = codec::encode_request(correlation_id, request);
+            if payload.len() > MAX_FRAME_BYTES {
+                return Err(SendError::TooLarge(payload.len()));
             }
+            // Taken out while in use: a failed or timed-out exchange drops it, since the
+            // stream may hold half a request or an unread reply.
+            let mut stream = match link.stream.take() {
+                Some(stream) => stream,
+                None => {
+                    let stream = TcpStream::connect(peer.addr).await.map_err(SendError::Unreachable)?;
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
+            };
+            let reply = exchange(&mut stream, correlation_id, &payload).await?;
+            link.stream = Some(stream);
+            Ok(reply)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
             Err(_) => {
-                self.stream = None;
                 let e = io::Error::new(io::ErrorKind::TimedOut, format!("no reply within {timeout:?}"));
                 Err(SendError::Network(e))
             }
         }
-    }
-
-    async fn exchange(&mut self, request: &RaftRequest) -> Result<RaftReply, SendError> {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let payload = codec::encode_request(correlation_id, request);
-        if payload.len() > MAX_FRAME_BYTES {
-            return Err(SendError::TooLarge(payload.len()));
-        }
-        let stream = match &mut self.stream {
-            Some(stream) => stream,
-            None => {
-                let addr = self.addr.ok_or_else(|| {
-                    let e = io::Error::new(io::ErrorKind::NotFound, format!("no address for node {}", self.target));
-                    SendError::Unreachable(e)
-                })?;
-                let stream = TcpStream::connect(addr).await.map_err(SendError::Unreachable)?;
-                let _ = stream.set_nodelay(true);
-                self.stream.insert(stream)
-            }
-        };
-        write_frame(stream, &payload).await.map_err(SendError::Network)?;
-        let reply = read_frame(stream)
-            .await
-            .and_then(|payload| payload.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof)))
-            .map_err(SendError::Network)?;
-        let invalid = |reason: String| SendError::Network(io::Error::new(io::ErrorKind::InvalidData, reason));
-        let (replied_to, reply) = codec::decode_reply(&reply).map_err(|e| invalid(format!("bad reply: {e}")))?;
-        if replied_to != correlation_id {
-            return Err(invalid(format!("reply to request {replied_to}, expected {correlation_id}")));
-        }
-        Ok(reply)
     }
 
     /// Maps a reply other than the expected one to openraft's errors.
@@ -335,6 +334,21 @@ impl TcpConnection {
             }
         }
     }
+}
+
+/// Writes one request frame and reads its reply.
+async fn exchange(stream: &mut TcpStream, correlation_id: u32, payload: &[u8]) -> Result<RaftReply, SendError> {
+    write_frame(stream, payload).await.map_err(SendError::Network)?;
+    let reply = read_frame(stream)
+        .await
+        .and_then(|payload| payload.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof)))
+        .map_err(SendError::Network)?;
+    let invalid = |reason: String| SendError::Network(io::Error::new(io::ErrorKind::InvalidData, reason));
+    let (replied_to, reply) = codec::decode_reply(&reply).map_err(|e| invalid(format!("bad reply: {e}")))?;
+    if replied_to != correlation_id {
+        return Err(invalid(format!("reply to request {replied_to}, expected {correlation_id}")));
+    }
+    Ok(reply)
 }
 
 fn send_error<E: std::error::Error>(e: SendError) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
