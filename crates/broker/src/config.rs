@@ -71,8 +71,8 @@ pub const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy"
 
 /// Every topic config Tern accepts, as in Kafka's `TopicConfig`, with Kafka's validators
 /// (`LogConfig`). Each is honoured; `min.insync.replicas` and `unclean.leader.election.enable`
-/// concern replicas, of which a single node has one (acks=-1 with `min.insync.replicas` > 1 is
-/// refused with NOT_ENOUGH_REPLICAS).
+/// concern replicas, of which a single node has one (`min.insync.replicas` is capped by the
+/// replication factor, as Kafka 3.7+ does, so acks=-1 is served).
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     topic_config!("cleanup.policy", List, "delete", Some("log.cleanup.policy"), &["delete", "compact"]),
     topic_config!("compression.type", String, "producer", Some("compression.type"), COMPRESSION_TYPES),

@@ -181,7 +181,7 @@ impl GroupService {
                 let mut outcomes = Vec::new();
                 for (partition, appends) in by_partition {
                     let result = match service.partitions.get(partition as usize) {
-                        Some(p) => append_batches(p, &appends).inspect(|()| p.wake_fetches()),
+                        Some(p) => append_batches(p, &appends).inspect(|()| p.appended()),
                         None => Err(COORDINATOR_NOT_AVAILABLE),
                     };
                     outcomes.extend(appends.iter().map(|a| (a.token, result)));

@@ -63,7 +63,7 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
         let lock = datadir::DataDirLock::acquire(&config.data_dir)?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir, config.node_id())?;
-        let topics = TopicRegistry::load(&config.data_dir, |overrides| config.log_config(overrides))?;
+        let topics = TopicRegistry::load(&config.data_dir, config.node_id(), |overrides| config.log_config(overrides))?;
         let offsets = offsets_topic::ensure_offsets_topic(&topics, &config)?;
         // Ids stay above every producer id in the logs, even if the block file was lost.
         let floor = topics.all().iter().flat_map(|t| t.partitions.iter()).map(|p| p.log.max_producer_id()).max();

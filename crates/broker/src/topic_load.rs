@@ -80,6 +80,7 @@ impl TopicRegistry {
     /// if the data directory itself cannot be read or changed (the error names the path).
     pub fn load(
         data_dir: &Path,
+        node_id: i32,
         log_config: impl Fn(&BTreeMap<String, String>) -> LogConfig,
     ) -> Result<Self, TopicError> {
         let meta_dir = data_dir.join(TOPICS_DIR);
@@ -90,6 +91,7 @@ impl TopicRegistry {
         }
         let registry = TopicRegistry {
             data_dir: data_dir.to_path_buf(),
+            node_id,
             by_name: RwLock::new(HashMap::new()),
             remover: DirRemover::new(),
         };
@@ -334,7 +336,7 @@ impl TopicRegistry {
                         "partition cannot be opened: it is offline until repaired (see `tern log check`)");
                     Log::offline(&dir, lc.clone(), format!("cannot be opened: {e}"))
                 });
-                Arc::new(Partition::new(name, index, log))
+                Arc::new(Partition::new(name, index, log, self.node_id))
             })
             .collect();
         tracing::info!(topic = name, partitions = meta.partitions, "loaded topic");
@@ -363,7 +365,7 @@ impl TopicRegistry {
         let partitions = (0..partitions)
             .map(|index| {
                 let log = Log::offline(&partition_dir(&self.data_dir, name, index), lc.clone(), reason.clone());
-                Arc::new(Partition::new(name, index, log))
+                Arc::new(Partition::new(name, index, log, self.node_id))
             })
             .collect();
         Topic {

@@ -11,13 +11,15 @@
 //!
 //! Loading at start-up is in `topic_load.rs`.
 
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use tern_partition::{Effect, LeaderAndIsr, LocalLog, Partition as ReplicaState, PartitionConfig};
 use tern_storage::{Log, LogConfig, StorageError};
 use uuid::Uuid;
 
@@ -32,7 +34,8 @@ const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state", 
 /// Where topic metadata files live, inside the data directory.
 pub(crate) const TOPICS_DIR: &str = ".topics";
 
-/// One partition of a topic on this broker (always its leader while Tern is single-node).
+/// One partition of a topic on this broker (always its only replica, and so its leader, while
+/// Tern is single-node).
 pub struct Partition {
     pub topic: String,
     pub index: i32,
@@ -40,21 +43,90 @@ pub struct Partition {
     pub leader_epoch: i32,
     /// Fetches long-polling this partition, woken by its appends.
     pub(crate) waiters: Waiters,
+    /// This replica's state (role, ISR, high watermark): the only writer of the log's HW.
+    replica: Mutex<ReplicaState>,
 }
 
 impl Partition {
-    pub fn new(topic: &str, index: i32, log: Log) -> Partition {
-        Partition { topic: topic.to_string(), index, log, leader_epoch: 0, waiters: Waiters::default() }
+    /// A partition led by this broker alone: replicas and ISR are `[node_id]`. Opening it
+    /// commits what the log holds (with no followers the leader's log end is the HW).
+    pub fn new(topic: &str, index: i32, log: Log, node_id: i32) -> Partition {
+        let local = LocalLog {
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.log_end_offset(),
+            high_watermark: log.high_watermark(),
+            epochs: Default::default(),
+        };
+        let mut replica = ReplicaState::new(node_id, -1, PartitionConfig::default(), local);
+        let alone = LeaderAndIsr {
+            leader: node_id,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![node_id],
+            isr: BTreeSet::from([node_id]),
+        };
+        let effects = replica.apply_leader_and_isr(&alone, now_ms());
+        let partition = Partition {
+            topic: topic.to_string(),
+            index,
+            log,
+            leader_epoch: 0,
+            waiters: Waiters::default(),
+            replica: Mutex::new(replica),
+        };
+        partition.execute(effects);
+        partition
     }
 
-    /// Wakes the fetches waiting for this partition: call after it has new records or is gone.
-    pub(crate) fn wake_fetches(&self) {
-        self.waiters.wake();
+    /// Records were appended: the replica state machine decides how far they are committed.
+    pub(crate) fn appended(&self) {
+        let mut replica = self.replica();
+        let effects = replica.leader_appended(self.log.log_end_offset(), now_ms());
+        self.execute(effects);
+    }
+
+    /// Kafka's checks before a leader appends (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS for
+    /// acks=all under the effective `min.insync.replicas`, which is capped by the replication
+    /// factor as in Kafka 3.7+). The topic's current setting is applied first.
+    pub(crate) fn check_append(&self, acks: i16, min_insync_replicas: i32) -> Result<(), i16> {
+        let mut replica = self.replica();
+        if replica.config().min_insync_replicas != min_insync_replicas {
+            let config = PartitionConfig { min_insync_replicas, ..*replica.config() };
+            let effects = replica.update_config(config, now_ms());
+            self.execute(effects);
+        }
+        replica.check_append(acks)
+    }
+
+    fn replica(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.replica.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Carries out the replica state machine's effects; called with its lock held, so HW
+    /// changes reach the log in the order they were decided.
+    fn execute(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::HighWatermarkChanged { high_watermark } => {
+                    self.log.set_high_watermark(high_watermark);
+                    self.wake_fetches();
+                }
+                // A single node has no followers, no controller and no acks=all waiters yet.
+                other => {
+                    tracing::debug!(topic = %self.topic, partition = self.index, ?other, "replica effect not used by a single node")
+                }
+            }
+        }
     }
 
     /// Why this partition does not serve (its log is offline), `None` while it does.
     pub fn offline_reason(&self) -> Option<String> {
         self.log.offline_reason()
+    }
+
+    /// Wakes the fetches waiting for this partition: call after it has new records or is gone.
+    pub(crate) fn wake_fetches(&self) {
+        self.waiters.wake();
     }
 }
 
@@ -184,6 +256,8 @@ pub(crate) fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf
 
 pub struct TopicRegistry {
     pub(crate) data_dir: PathBuf,
+    /// This broker's `node.id`: the one replica of every partition.
+    pub(crate) node_id: i32,
     pub(crate) by_name: RwLock<HashMap<String, Arc<Topic>>>,
     /// Removes renamed (`-delete`) partition directories in the background.
     pub(crate) remover: DirRemover,
@@ -417,7 +491,7 @@ impl TopicRegistry {
                 break;
             }
             match Log::open(&dir, log_config.clone(), now_ms()) {
-                Ok(log) => parts.push(Arc::new(Partition::new(&meta.name, index, log))),
+                Ok(log) => parts.push(Arc::new(Partition::new(&meta.name, index, log, self.node_id))),
                 Err(e) => {
                     result = Err((TopicError::from(e), Some(index)));
                     break;

@@ -12,7 +12,7 @@ use tern_storage::LogConfig;
 use uuid::Uuid;
 
 fn load(dir: &Path) -> TopicRegistry {
-    TopicRegistry::load(dir, |_| LogConfig::default()).unwrap()
+    TopicRegistry::load(dir, 1, |_| LogConfig::default()).unwrap()
 }
 
 fn create(reg: &TopicRegistry, name: &str, partitions: i32) -> Uuid {

@@ -27,6 +27,10 @@ pub(crate) const CLEAN_SHUTDOWN: &str = ".tern-clean-shutdown";
 pub(crate) const LOG_START: &str = "log-start-offset";
 /// Every segment below the one containing this offset is fsynced with its indexes.
 pub(crate) const RECOVERY_POINT: &str = "recovery-point";
+/// The high watermark as last checkpointed (Kafka's `replication-offset-checkpoint`, one file
+/// per partition here). The live value is the replica state machine's; it is checkpointed at
+/// every roll and at close, and a restarted leader advances it again as its ISR allows.
+pub(crate) const HIGH_WATERMARK: &str = "high-watermark";
 
 pub(crate) type Segments = Arc<Vec<Arc<Segment>>>;
 
@@ -275,8 +279,8 @@ impl Log {
             }
             return Err(io_err(&seg.log_path, e));
         }
+        // The HW is not moved here: the replica state machine decides what is committed.
         self.leo.store(next, Ordering::Release);
-        self.hw.store(next, Ordering::Release);
         for (_, h) in &w.placed {
             let evicted = w.producers.record(h, now_ms);
             if evicted > 0 {
@@ -431,8 +435,9 @@ impl Log {
     pub fn log_end_offset(&self) -> i64 {
         self.leo.load(Ordering::Acquire)
     }
-    /// For now the broker is single-node, so every append moves the HW to the log end offset;
-    /// replication will instead advance it through [`Log::set_high_watermark`].
+    /// The offset below which records are committed and visible to consumers. Appends do not
+    /// move it: its owner (the broker's replica state machine) does, with
+    /// [`Log::set_high_watermark`].
     pub fn high_watermark(&self) -> i64 {
         self.hw.load(Ordering::Acquire)
     }
@@ -547,6 +552,7 @@ impl Log {
         list.push(new.clone());
         self.replace_segments(list);
         self.write_checkpoint(RECOVERY_POINT, leo)?;
+        self.write_checkpoint(HIGH_WATERMARK, self.high_watermark())?;
         self.write_producer_snapshot(w, leo);
         w.unflushed = 0;
         w.last_flush_ms = now_ms;
@@ -650,6 +656,7 @@ impl Log {
         w.unflushed = 0;
         self.write_checkpoint(RECOVERY_POINT, self.log_end_offset())?;
         self.write_checkpoint(LOG_START, self.log_start_offset())?;
+        self.write_checkpoint(HIGH_WATERMARK, self.high_watermark())?;
         self.write_producer_snapshot(&w, self.log_end_offset());
         let marker = self.dir.join(CLEAN_SHUTDOWN);
         write_atomically(&marker, b"").map_err(|e| io_err(&marker, e))?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::cleaner::{self, CleanerState};
 use crate::epoch::EpochCache;
-use crate::log::{read_offset_file, sync_dir, Writer, CLEAN_SHUTDOWN, LOG_START, RECOVERY_POINT};
+use crate::log::{read_offset_file, sync_dir, Writer, CLEAN_SHUTDOWN, HIGH_WATERMARK, LOG_START, RECOVERY_POINT};
 use crate::producers::{self, ProducerStates};
 use crate::segment::{self, Damage, Segment};
 use crate::{io_err, Log, LogConfig, Result, StorageError};
@@ -51,6 +51,7 @@ impl Log {
         let swapped = cleaner::recover_swaps(dir).map_err(|e| io_err(dir, e))?;
         let bases = list_segments(dir)?;
         let start_ckpt = read_checkpoint(dir, LOG_START)?;
+        let hw_ckpt = read_checkpoint(dir, HIGH_WATERMARK)?;
         // Without a (readable) recovery point everything is rescanned.
         let recovery_point = if clean { i64::MAX } else { read_offset_file(&dir.join(RECOVERY_POINT)).unwrap_or(0) };
         let first_dirty_ckpt = read_offset_file(&dir.join(cleaner::CHECKPOINT));
@@ -169,8 +170,9 @@ impl Log {
             epochs: Mutex::new(epochs),
             log_start: AtomicI64::new(log_start),
             leo: AtomicI64::new(leo),
-            // Single node: everything appended is committed. Replication will own the HW.
-            hw: AtomicI64::new(leo),
+            // As checkpointed (none: nothing is known committed beyond the log start), never
+            // beyond what survived recovery.
+            hw: AtomicI64::new(hw_ckpt.unwrap_or(log_start).clamp(log_start, leo)),
             first_dirty: AtomicI64::new(first_dirty),
             cleaner: Mutex::new(CleanerState::load(dir)),
             offline: RwLock::new(None),

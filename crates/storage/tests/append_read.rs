@@ -12,12 +12,12 @@ fn append_read_roundtrip_assigns_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset(), log.high_watermark()), (0, 0, 0));
-    let info = log.append(&batch(3, 100), 0, 5).unwrap();
+    let info = log.append_committed(&batch(3, 100), 0, 5).unwrap();
     assert_eq!((info.base_offset, info.last_offset, info.record_count, info.log_append_time), (0, 2, 3, -1));
     // Several concatenated batches in one append.
     let mut multi = batch(2, 200);
     multi.extend(batch(4, 300));
-    let info = log.append(&multi, 0, 6).unwrap();
+    let info = log.append_committed(&multi, 0, 6).unwrap();
     assert_eq!((info.base_offset, info.last_offset, info.record_count), (3, 8, 6));
     assert_eq!((log.log_end_offset(), log.high_watermark()), (9, 9));
 
@@ -53,7 +53,7 @@ fn compressed_batches_roundtrip() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     for (i, codec) in ALL_CODECS.into_iter().enumerate() {
-        let info = log.append(&batch_ts(&[10, 20, 30], codec), 1, 0).unwrap();
+        let info = log.append_committed(&batch_ts(&[10, 20, 30], codec), 1, 0).unwrap();
         assert_eq!(info.base_offset, i as i64 * 3);
     }
     let all = read_all(&log, 0);
@@ -65,7 +65,7 @@ fn compressed_batches_roundtrip() {
 fn corrupt_batch_rejected_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
-    log.append(&batch(1, 1), 0, 0).unwrap();
+    log.append_committed(&batch(1, 1), 0, 0).unwrap();
     for codec in ALL_CODECS {
         let good = batch_ts(&[1, 2], codec);
         let mut bad = batch_ts(&[1, 2], codec);
@@ -73,16 +73,16 @@ fn corrupt_batch_rejected_and_nothing_written() {
         bad[last] ^= 0xff;
         let mut input = good.clone();
         input.extend(&bad);
-        assert!(matches!(log.append(&input, 0, 0), Err(StorageError::CorruptRecord(_))), "{codec:?}");
+        assert!(matches!(log.append_committed(&input, 0, 0), Err(StorageError::CorruptRecord(_))), "{codec:?}");
     }
     // Truncated framing.
     let b = batch(2, 1);
-    assert!(matches!(log.append(&b[..b.len() - 1], 0, 0), Err(StorageError::CorruptRecord(_))));
-    assert!(matches!(log.append(&b[..5], 0, 0), Err(StorageError::CorruptRecord(_))));
+    assert!(matches!(log.append_committed(&b[..b.len() - 1], 0, 0), Err(StorageError::CorruptRecord(_))));
+    assert!(matches!(log.append_committed(&b[..5], 0, 0), Err(StorageError::CorruptRecord(_))));
     // Old magic.
     let mut old = batch(2, 1);
     old[16] = 1;
-    assert!(matches!(log.append(&old, 0, 0), Err(StorageError::InvalidRecord(_))));
+    assert!(matches!(log.append_committed(&old, 0, 0), Err(StorageError::InvalidRecord(_))));
     assert_eq!(log.log_end_offset(), 1);
     assert_eq!(log.size_bytes(), batch(1, 1).len() as u64);
 }
@@ -112,7 +112,7 @@ fn decompression_bomb_rejected() {
     bomb[8..12].copy_from_slice(&batch_length.to_be_bytes());
     fix_crc(&mut bomb);
     assert!(bomb.len() < 1 << 20);
-    let err = log.append(&bomb, 0, 0).unwrap_err();
+    let err = log.append_committed(&bomb, 0, 0).unwrap_err();
     assert!(matches!(&err, StorageError::CorruptRecord(m) if m.contains("more than")), "{err}");
     assert_eq!(log.log_end_offset(), 0);
 }
@@ -127,7 +127,7 @@ fn record_count_mismatch_rejected() {
             b[23..27].copy_from_slice(&delta.to_be_bytes());
             b[57..61].copy_from_slice(&count.to_be_bytes());
             fix_crc(&mut b);
-            let err = log.append(&b, 0, 0).unwrap_err();
+            let err = log.append_committed(&b, 0, 0).unwrap_err();
             assert!(
                 matches!(err, StorageError::InvalidRecord(_) | StorageError::CorruptRecord(_)),
                 "{codec:?} {count}: {err}"
@@ -143,11 +143,11 @@ fn max_message_bytes_enforced() {
     let config = LogConfig { max_message_bytes: 1000, ..small_config() };
     let log = Log::open(dir.path(), config, 0).unwrap();
     let big = big_batch(2000);
-    match log.append(&big, 0, 0) {
+    match log.append_committed(&big, 0, 0) {
         Err(StorageError::RecordTooLarge { size, max }) => assert_eq!((size, max), (big.len(), 1000)),
         other => panic!("{other:?}"),
     }
-    log.append(&big_batch(500), 0, 0).unwrap();
+    log.append_committed(&big_batch(500), 0, 0).unwrap();
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn log_append_time_stamps_batches() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { message_timestamp_type: TimestampType::LogAppendTime, ..small_config() };
     let log = Log::open(dir.path(), config, 0).unwrap();
-    let info = log.append(&batch_ts(&[1, 2], Compression::Lz4), 3, 777).unwrap();
+    let info = log.append_committed(&batch_ts(&[1, 2], Compression::Lz4), 3, 777).unwrap();
     assert_eq!(info.log_append_time, 777);
     let r = log.read(0, 1 << 20, i64::MAX, false).unwrap();
     // The decoder verifies the recomputed CRC.
@@ -176,7 +176,7 @@ fn concurrent_reader_and_writer() {
         let log = log.clone();
         std::thread::spawn(move || {
             for i in 0..500 {
-                log.append(&batch((i % 5) + 1, i as i64), 0, i as i64).unwrap();
+                log.append_committed(&batch((i % 5) + 1, i as i64), 0, i as i64).unwrap();
             }
         })
     };
@@ -217,28 +217,28 @@ fn idempotent_batch(producer_id: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8>
 fn idempotent_retries_are_not_written_twice_even_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
-    let first = log.append(&idempotent_batch(5, 0, 0, 3), 0, 0).unwrap();
-    let second = log.append(&idempotent_batch(5, 0, 3, 2), 0, 0).unwrap();
+    let first = log.append_committed(&idempotent_batch(5, 0, 0, 3), 0, 0).unwrap();
+    let second = log.append_committed(&idempotent_batch(5, 0, 3, 2), 0, 0).unwrap();
     assert_eq!((first.base_offset, second.base_offset), (0, 3));
-    let retry = log.append(&idempotent_batch(5, 0, 0, 3), 0, 0).unwrap();
+    let retry = log.append_committed(&idempotent_batch(5, 0, 0, 3), 0, 0).unwrap();
     assert_eq!((retry.base_offset, retry.last_offset), (0, 2), "a retry gets the original offsets");
     assert_eq!(log.log_end_offset(), 5, "and writes nothing");
-    let gap = log.append(&idempotent_batch(5, 0, 7, 1), 0, 0);
+    let gap = log.append_committed(&idempotent_batch(5, 0, 7, 1), 0, 0);
     assert!(matches!(gap, Err(StorageError::OutOfOrderSequence(_))), "{gap:?}");
     log.close().unwrap();
     drop(log);
 
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
-    let retry = log.append(&idempotent_batch(5, 0, 3, 2), 0, 0).unwrap();
+    let retry = log.append_committed(&idempotent_batch(5, 0, 3, 2), 0, 0).unwrap();
     assert_eq!((retry.base_offset, log.log_end_offset()), (3, 5), "the state is rebuilt on open");
-    assert_eq!(log.append(&idempotent_batch(5, 0, 5, 1), 0, 0).unwrap().base_offset, 5);
-    let stale = log.append(&idempotent_batch(5, -1, 0, 1), 0, 0);
+    assert_eq!(log.append_committed(&idempotent_batch(5, 0, 5, 1), 0, 0).unwrap().base_offset, 5);
+    let stale = log.append_committed(&idempotent_batch(5, -1, 0, 1), 0, 0);
     assert!(matches!(stale, Err(StorageError::InvalidProducerEpoch(_))), "{stale:?}");
     // A mixed request: a new batch after one already written.
     let mut mixed = idempotent_batch(5, 0, 5, 1);
     mixed.extend(idempotent_batch(5, 0, 6, 1));
-    assert!(matches!(log.append(&mixed, 0, 0), Err(StorageError::DuplicateSequence(_))));
+    assert!(matches!(log.append_committed(&mixed, 0, 0), Err(StorageError::DuplicateSequence(_))));
     let mut both_new = idempotent_batch(5, 0, 6, 1);
     both_new.extend(idempotent_batch(5, 0, 7, 1));
-    assert_eq!(log.append(&both_new, 0, 0).unwrap().last_offset, 7);
+    assert_eq!(log.append_committed(&both_new, 0, 0).unwrap().last_offset, 7);
 }

@@ -35,7 +35,7 @@ fn kv_batch(entries: &[(Option<&str>, Option<&str>)], ts: i64, codec: Compressio
 
 /// Appends `entries` as one batch and returns the records as the log now holds them.
 fn append(log: &Log, entries: &[(Option<&str>, Option<&str>)], ts: i64, codec: Compression) -> Vec<Rec> {
-    let info = log.append(&kv_batch(entries, ts, codec), 0, ts).unwrap();
+    let info = log.append_committed(&kv_batch(entries, ts, codec), 0, ts).unwrap();
     entries
         .iter()
         .enumerate()
@@ -456,12 +456,12 @@ fn keyless_records_rejected_under_compaction() {
     append(&log, &[(Some("k"), Some("v"))], 1, Compression::None);
     for codec in ALL_CODECS {
         let bad = kv_batch(&[(Some("k"), Some("v")), (None, Some("no key"))], 1, codec);
-        let err = log.append(&bad, 0, 1).unwrap_err();
+        let err = log.append_committed(&bad, 0, 1).unwrap_err();
         assert!(matches!(err, StorageError::InvalidRecords { .. }), "{codec:?}: {err}");
         // Several batches: nothing is written if one is bad.
         let mut two = kv_batch(&[(Some("k"), Some("v"))], 1, codec);
         two.extend(kv_batch(&[(None, Some("v"))], 1, codec));
-        assert!(log.append(&two, 0, 1).is_err());
+        assert!(log.append_committed(&two, 0, 1).is_err());
     }
     assert_eq!(log.log_end_offset(), 1);
     // Tombstones have keys and are fine; under `delete` keyless records are too.

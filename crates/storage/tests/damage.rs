@@ -19,7 +19,7 @@ fn seg_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
 fn filled(dir: &Path, config: &LogConfig) -> Log {
     let log = Log::open(dir, config.clone(), 0).unwrap();
     for i in 0..30 {
-        log.append(&batch(10, i), 0, 0).unwrap();
+        log.append_committed(&batch(10, i), 0, 0).unwrap();
     }
     assert!(log.segment_base_offsets().len() > 3);
     log
@@ -149,19 +149,19 @@ fn a_sealed_segment_cut_short_is_an_error_while_running_and_refused_at_open() {
 fn a_failed_append_leaves_nothing_readable() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
-    log.append(&batch(5, 0), 0, 0).unwrap();
+    log.append_committed(&batch(5, 0), 0, 0).unwrap();
     let size = log.size_bytes();
     // The next append starts leader epoch 1, whose checkpoint cannot be written.
     let blocker = dir.path().join("leader-epoch-checkpoint.tmp");
     std::fs::create_dir(&blocker).unwrap();
-    match log.append(&batch(5, 0), 1, 0) {
+    match log.append_committed(&batch(5, 0), 1, 0) {
         Err(StorageError::Io { path, .. }) => assert_eq!(path, dir.path().join("leader-epoch-checkpoint")),
         other => panic!("expected an i/o error, got {other:?}"),
     }
     assert_eq!((log.log_end_offset(), log.size_bytes()), (5, size));
     assert!(log.read(5, 1 << 20, i64::MAX, true).unwrap().records.is_empty());
     std::fs::remove_dir(&blocker).unwrap();
-    assert_eq!(log.append(&batch(5, 0), 1, 0).unwrap().base_offset, 5);
+    assert_eq!(log.append_committed(&batch(5, 0), 1, 0).unwrap().base_offset, 5);
     assert_eq!(read_all(&log, 0).len(), 10);
 }
 
@@ -187,7 +187,7 @@ fn a_retry_of_a_batch_in_a_rolled_segment_is_recognised_after_a_restart() {
         let log = Log::open(dir.path(), config.clone(), 0).unwrap();
         let mut offsets = Vec::new();
         for seq in 0..4 {
-            offsets.push(log.append(&idempotent(9, seq * 3, 3), 0, 0).unwrap().base_offset);
+            offsets.push(log.append_committed(&idempotent(9, seq * 3, 3), 0, 0).unwrap().base_offset);
         }
         assert_eq!(log.segment_base_offsets().len(), 4);
         if clean {
@@ -204,12 +204,12 @@ fn a_retry_of_a_batch_in_a_rolled_segment_is_recognised_after_a_restart() {
         }
         let log = Log::open(dir.path(), config, 0).unwrap();
         for (seq, &base) in offsets.iter().enumerate() {
-            let info = log.append(&idempotent(9, seq as i32 * 3, 3), 0, 0).unwrap();
+            let info = log.append_committed(&idempotent(9, seq as i32 * 3, 3), 0, 0).unwrap();
             assert_eq!(info.base_offset, base, "clean={clean} snapshots={keep_snapshots}: retry of sequence {seq}");
         }
         assert_eq!(log.log_end_offset(), 12, "nothing written twice");
-        assert!(matches!(log.append(&idempotent(9, 20, 1), 0, 0), Err(StorageError::OutOfOrderSequence(_))));
-        assert_eq!(log.append(&idempotent(9, 12, 1), 0, 0).unwrap().base_offset, 12);
+        assert!(matches!(log.append_committed(&idempotent(9, 20, 1), 0, 0), Err(StorageError::OutOfOrderSequence(_))));
+        assert_eq!(log.append_committed(&idempotent(9, 12, 1), 0, 0).unwrap().base_offset, 12);
         assert_eq!(log.max_producer_id(), 9);
     }
 }
@@ -219,11 +219,11 @@ fn idle_producers_expire() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { producer_id_expiration_ms: 60_000, ..small_config() };
     let log = Log::open(dir.path(), config, 0).unwrap();
-    log.append(&idempotent(4, 0, 2), 0, 1_000).unwrap();
-    assert!(matches!(log.append(&idempotent(4, 7, 1), 0, 1_000), Err(StorageError::OutOfOrderSequence(_))));
+    log.append_committed(&idempotent(4, 0, 2), 0, 1_000).unwrap();
+    assert!(matches!(log.append_committed(&idempotent(4, 7, 1), 0, 1_000), Err(StorageError::OutOfOrderSequence(_))));
     // The expiry check runs every 10 minutes; by then producer 4 has been idle long enough.
     log.maybe_flush(700_000).unwrap();
-    assert_eq!(log.append(&idempotent(4, 7, 1), 0, 700_000).unwrap().base_offset, 2, "forgotten: accepted");
+    assert_eq!(log.append_committed(&idempotent(4, 7, 1), 0, 700_000).unwrap().base_offset, 2, "forgotten: accepted");
 }
 
 #[test]
@@ -252,7 +252,7 @@ fn preallocated_segments_reserve_disk_but_show_only_their_data() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { preallocate: true, segment_bytes: 1 << 20, ..small_config() };
     let log = Log::open(dir.path(), config.clone(), 0).unwrap();
-    log.append(&batch(3, 0), 0, 0).unwrap();
+    log.append_committed(&batch(3, 0), 0, 0).unwrap();
     let meta = std::fs::metadata(seg_path(dir.path(), 0, "log")).unwrap();
     assert_eq!(meta.len(), log.size_bytes());
     assert!(meta.blocks() * 512 >= 1 << 20, "{} blocks", meta.blocks());

@@ -21,7 +21,7 @@ fn rolls_by_size() {
     let config = LogConfig { segment_bytes: one * 3, ..small_config() };
     let log = Log::open(dir.path(), config, 0).unwrap();
     for _ in 0..7 {
-        log.append(&batch(2, 100), 0, 0).unwrap();
+        log.append_committed(&batch(2, 100), 0, 0).unwrap();
     }
     assert_eq!(log.segment_base_offsets(), vec![0, 6, 12]);
     assert_eq!(
@@ -39,19 +39,19 @@ fn rolls_by_time_and_index_size() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { segment_ms: 1000, ..small_config() };
     let log = Log::open(dir.path(), config.clone(), 0).unwrap();
-    log.append(&batch(1, 10_000), 0, 0).unwrap();
-    log.append(&batch(1, 10_500), 0, 0).unwrap();
+    log.append_committed(&batch(1, 10_000), 0, 0).unwrap();
+    log.append_committed(&batch(1, 10_500), 0, 0).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0]);
     // Rolled by record timestamps (first batch's timestamp + segment.ms).
-    log.append(&batch(1, 11_001), 0, 0).unwrap();
+    log.append_committed(&batch(1, 11_001), 0, 0).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 2]);
 
     // Without timestamps (-1) the segment's creation time counts.
     let dir2 = tempfile::tempdir().unwrap();
     let log = Log::open(dir2.path(), config, 0).unwrap();
-    log.append(&batch(1, -1), 0, 500).unwrap();
-    log.append(&batch(1, -1), 0, 1000).unwrap();
-    log.append(&batch(1, -1), 0, 1001).unwrap();
+    log.append_committed(&batch(1, -1), 0, 500).unwrap();
+    log.append_committed(&batch(1, -1), 0, 1000).unwrap();
+    log.append_committed(&batch(1, -1), 0, 1001).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 2]);
 
     // A full index (room for 2 entries) forces a roll.
@@ -59,7 +59,7 @@ fn rolls_by_time_and_index_size() {
     let config = LogConfig { index_interval_bytes: 1, segment_index_bytes: 24, ..LogConfig::default() };
     let log = Log::open(dir3.path(), config, 0).unwrap();
     for _ in 0..10 {
-        log.append(&batch(1, 5), 0, 0).unwrap();
+        log.append_committed(&batch(1, 5), 0, 0).unwrap();
     }
     assert!(log.segment_base_offsets().len() > 2);
     assert_eq!(read_all(&log, 0).len(), 10);
@@ -72,7 +72,7 @@ fn retention_by_time_keeps_log_end_offset() {
     let config = LogConfig { segment_bytes: one * 2, retention_ms: 1000, ..small_config() };
     let log = Log::open(dir.path(), config, 0).unwrap();
     for ts in [100, 200, 5000, 5100, 9000] {
-        log.append(&batch(1, ts), 0, ts).unwrap();
+        log.append_committed(&batch(1, ts), 0, ts).unwrap();
     }
     assert_eq!(log.segment_base_offsets(), vec![0, 2, 4]);
     assert_eq!(log.enforce_retention(5500).unwrap(), 1);
@@ -85,7 +85,7 @@ fn retention_by_time_keeps_log_end_offset() {
     assert_eq!(log.segment_base_offsets(), vec![5]);
     assert_eq!(log.size_bytes(), 0);
     assert!(log.read(5, 100, i64::MAX, true).unwrap().records.is_empty());
-    assert_eq!(log.append(&batch(1, 1), 0, 0).unwrap().base_offset, 5);
+    assert_eq!(log.append_committed(&batch(1, 1), 0, 0).unwrap().base_offset, 5);
     log.close().unwrap();
     drop(log);
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
@@ -99,7 +99,7 @@ fn retention_by_size() {
     let config = LogConfig { segment_bytes: one * 2, retention_bytes: (one * 3) as i64, ..small_config() };
     let log = Log::open(dir.path(), config, 0).unwrap();
     for _ in 0..7 {
-        log.append(&batch(1, 0), 0, 0).unwrap();
+        log.append_committed(&batch(1, 0), 0, 0).unwrap();
     }
     assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6]);
     // 7 batches, keep >= 3: segments [0,2) and [2,4) go, 3 batches remain.
@@ -117,7 +117,7 @@ fn delete_records_before_advances_log_start() {
     let config = LogConfig { segment_bytes: one * 2, ..small_config() };
     let log = Log::open(dir.path(), config.clone(), 0).unwrap();
     for i in 0..5 {
-        log.append(&batch(2, i * 10), 0, 0).unwrap();
+        log.append_committed(&batch(2, i * 10), 0, 0).unwrap();
     }
     assert_eq!(log.segment_base_offsets(), vec![0, 4, 8]);
     assert!(matches!(log.delete_records_before(11), Err(StorageError::OffsetOutOfRange { .. })));
@@ -131,6 +131,11 @@ fn delete_records_before_advances_log_start() {
     drop(log); // unclean
     let log = Log::open(dir.path(), config, 0).unwrap();
     assert_eq!(log.log_start_offset(), 5);
+    // After a crash the HW is the one checkpointed at the last roll (base 8), until the leader
+    // commits the rest again.
+    assert_eq!(log.high_watermark(), 8);
+    assert_eq!(log.delete_records_before(-1).unwrap(), 8);
+    log.set_high_watermark(log.log_end_offset());
     assert_eq!(log.delete_records_before(-1).unwrap(), 10);
     assert_eq!(log.segment_base_offsets(), vec![8]);
 }
@@ -144,11 +149,11 @@ fn offset_for_timestamp_and_max_timestamp() {
         assert_eq!(log.max_timestamp(), None);
         assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
         // Offsets 0..3: ts 100, 300, 200; offsets 3..5: 250, 400 (max); 5..7: 400, 150.
-        log.append(&batch_ts(&[100, 300, 200], codec), 0, 0).unwrap();
-        log.append(&batch_ts(&[250, 400], codec), 0, 0).unwrap();
-        log.append(&batch_ts(&[400, 150], codec), 0, 0).unwrap();
+        log.append_committed(&batch_ts(&[100, 300, 200], codec), 0, 0).unwrap();
+        log.append_committed(&batch_ts(&[250, 400], codec), 0, 0).unwrap();
+        log.append_committed(&batch_ts(&[400, 150], codec), 0, 0).unwrap();
         for _ in 0..5 {
-            log.append(&batch_ts(&[50], codec), 0, 0).unwrap();
+            log.append_committed(&batch_ts(&[50], codec), 0, 0).unwrap();
         }
         assert!(log.segment_base_offsets().len() > 1, "{codec:?}");
         assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 100)), "{codec:?}");
@@ -167,10 +172,10 @@ fn leader_epochs_checkpointed() {
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     assert_eq!(log.latest_epoch(), None);
     assert_eq!(log.end_offset_for_epoch(0), None);
-    log.append(&batch(2, 0), 0, 0).unwrap();
-    log.append(&batch(2, 0), 0, 0).unwrap();
-    log.append(&batch(3, 0), 2, 0).unwrap();
-    log.append(&batch(1, 0), 5, 0).unwrap();
+    log.append_committed(&batch(2, 0), 0, 0).unwrap();
+    log.append_committed(&batch(2, 0), 0, 0).unwrap();
+    log.append_committed(&batch(3, 0), 2, 0).unwrap();
+    log.append_committed(&batch(1, 0), 5, 0).unwrap();
     assert_eq!(log.latest_epoch(), Some(5));
     assert_eq!(log.end_offset_for_epoch(0), Some((0, 4)));
     assert_eq!(log.end_offset_for_epoch(1), Some((0, 4)));
@@ -199,18 +204,18 @@ fn truncate_to_across_segments() {
     let config = LogConfig { segment_bytes: one * 2, index_interval_bytes: 1, ..LogConfig::default() };
     let log = Log::open(dir.path(), config, 0).unwrap();
     for i in 0..9 {
-        log.append(&batch(1, i * 10), 0, 0).unwrap();
+        log.append_committed(&batch(1, i * 10), 0, 0).unwrap();
     }
     log.truncate_to(3).unwrap();
     assert_eq!(log.log_end_offset(), 3);
     assert_eq!(log.high_watermark(), 3);
     assert_eq!(log.segment_base_offsets(), vec![0, 2]);
     assert_eq!(log.max_timestamp(), Some((2, 20)));
-    assert_eq!(log.append(&batch(1, 0), 0, 0).unwrap().base_offset, 3);
+    assert_eq!(log.append_committed(&batch(1, 0), 0, 0).unwrap().base_offset, 3);
     assert_eq!(read_all(&log, 0).len(), 4);
     log.truncate_to(0).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset(), log.size_bytes()), (0, 0, 0));
-    assert_eq!(log.append(&batch(1, 0), 0, 0).unwrap().base_offset, 0);
+    assert_eq!(log.append_committed(&batch(1, 0), 0, 0).unwrap().base_offset, 0);
 }
 
 #[test]
@@ -219,8 +224,12 @@ fn reopen_after_clean_close() {
     let config = LogConfig { segment_bytes: 500, ..small_config() };
     let log = Log::open(dir.path(), config.clone(), 0).unwrap();
     for i in 0..30 {
-        log.append(&batch_ts(&[i, i + 1], if i % 2 == 0 { Compression::None } else { Compression::Zstd }), 1, 0)
-            .unwrap();
+        log.append_committed(
+            &batch_ts(&[i, i + 1], if i % 2 == 0 { Compression::None } else { Compression::Zstd }),
+            1,
+            0,
+        )
+        .unwrap();
     }
     let before = read_all(&log, 0);
     let max_ts = log.max_timestamp();
@@ -232,7 +241,7 @@ fn reopen_after_clean_close() {
     assert_eq!(log.log_end_offset(), 60);
     assert_eq!(read_all(&log, 0), before);
     assert_eq!(log.max_timestamp(), max_ts);
-    assert_eq!(log.append(&batch(1, 0), 1, 0).unwrap().base_offset, 60);
+    assert_eq!(log.append_committed(&batch(1, 0), 1, 0).unwrap().base_offset, 60);
     log.delete().unwrap();
     assert!(!dir.path().exists());
 }
@@ -242,12 +251,12 @@ fn flush_messages_and_config_update() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { flush_messages: 1, ..small_config() };
     let log = Log::open(dir.path(), config.clone(), 0).unwrap();
-    log.append(&batch(1, 0), 0, 0).unwrap();
+    log.append_committed(&batch(1, 0), 0, 0).unwrap();
     assert_eq!(log.config(), config);
     let updated = LogConfig { flush_messages: i64::MAX, flush_ms: 10, ..config };
     log.update_config(updated.clone());
     assert_eq!(log.config(), updated);
-    log.append(&batch(1, 0), 0, 0).unwrap();
+    log.append_committed(&batch(1, 0), 0, 0).unwrap();
     log.maybe_flush(5).unwrap();
     log.maybe_flush(20).unwrap();
     log.flush().unwrap();
@@ -255,4 +264,28 @@ fn flush_messages_and_config_update() {
     assert_eq!(log.high_watermark(), 1);
     log.set_high_watermark(100);
     assert_eq!(log.high_watermark(), 2);
+}
+
+#[test]
+fn appends_leave_the_high_watermark_to_its_owner_and_it_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    log.append(&batch(3, 0), 0, 0).unwrap();
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (3, 0), "an append commits nothing by itself");
+    assert!(log.read(0, 1 << 20, log.high_watermark(), true).unwrap().records.is_empty());
+    log.set_high_watermark(2);
+    log.append(&batch(2, 0), 0, 0).unwrap();
+    assert_eq!(log.high_watermark(), 2);
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (5, 2), "checkpointed at close");
+    // Never beyond what is in the log: truncation pulls it down, and so does a checkpoint from
+    // before a crash cut the tail.
+    log.truncate_to(3).unwrap();
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (3, 2));
+    log.set_high_watermark(100);
+    assert_eq!(log.high_watermark(), 3, "clamped to the log end");
+    log.truncate_to(0).unwrap();
+    assert_eq!(log.high_watermark(), 0, "truncation pulls it down");
 }

@@ -15,7 +15,7 @@ fn crashed_log(dir: &Path, n: usize) -> Vec<u64> {
     let mut ends = Vec::new();
     for i in 0..n {
         let codec = [Compression::None, Compression::Snappy][i % 2];
-        log.append(&batch_ts(&[i as i64, i as i64 + 1], codec), 0, 0).unwrap();
+        log.append_committed(&batch_ts(&[i as i64, i as i64 + 1], codec), 0, 0).unwrap();
         ends.push(log.size_bytes());
     }
     ends
@@ -28,7 +28,7 @@ fn check_recovered(dir: &Path, complete_batches: usize, expect_size: u64) {
     assert_eq!(log.size_bytes(), expect_size);
     let all = read_all(&log, 0);
     assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), (0..leo).collect::<Vec<_>>());
-    assert_eq!(log.append(&batch(1, 0), 0, 0).unwrap().base_offset, leo);
+    assert_eq!(log.append_committed(&batch(1, 0), 0, 0).unwrap().base_offset, leo);
     assert_eq!(read_all(&log, leo).len(), 1);
 }
 
@@ -92,7 +92,7 @@ fn garbage_files_do_not_panic() {
     std::fs::write(dir.path().join("notes.log"), "hello").unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     assert_eq!((log.log_end_offset(), log.size_bytes()), (0, 0));
-    assert_eq!(log.append(&batch(1, 0), 0, 0).unwrap().base_offset, 0);
+    assert_eq!(log.append_committed(&batch(1, 0), 0, 0).unwrap().base_offset, 0);
     assert_eq!(std::fs::read(dir.path().join("notes.log")).unwrap(), b"hello", "not the broker's: left alone");
 }
 
@@ -101,7 +101,7 @@ fn checkpoints_that_contradict_the_log_are_refused_not_obeyed() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     for i in 0..10 {
-        log.append(&batch(10, i), 0, 0).unwrap();
+        log.append_committed(&batch(10, i), 0, 0).unwrap();
     }
     log.close().unwrap();
     drop(log);
@@ -129,7 +129,7 @@ fn missing_or_corrupt_indexes_rebuilt_with_identical_reads() {
     let config = LogConfig { segment_bytes: 2000, index_interval_bytes: 100, ..LogConfig::default() };
     let log = Log::open(dir.path(), config.clone(), 0).unwrap();
     for i in 0..100 {
-        log.append(&batch_ts(&[i, i + 5, i + 2], Compression::None), 0, 0).unwrap();
+        log.append_committed(&batch_ts(&[i, i + 5, i + 2], Compression::None), 0, 0).unwrap();
     }
     let offsets: Vec<i64> = (0..300).step_by(7).collect();
     let snapshot = |log: &Log| {
@@ -173,7 +173,7 @@ fn unclean_reopen_rescans_after_recovery_point() {
     let config = LogConfig { segment_bytes: 1000, ..small_config() };
     let log = Log::open(dir.path(), config.clone(), 0).unwrap();
     for i in 0..50 {
-        log.append(&batch(3, i), 2, 0).unwrap();
+        log.append_committed(&batch(3, i), 2, 0).unwrap();
     }
     let before = read_all(&log, 0);
     let segs = log.segment_base_offsets();

@@ -5,6 +5,7 @@ mod common;
 use std::time::Instant;
 
 use bytes::Bytes;
+use common::AppendCommitted;
 use kafka_protocol::records::Compression;
 use tern_storage::{Log, LogConfig};
 
@@ -27,7 +28,7 @@ fn ingest_throughput() {
     let start = Instant::now();
     let mut written = 0;
     while written < total {
-        log.append(&req, 0, 0).unwrap();
+        log.append_committed(&req, 0, 0).unwrap();
         written += req.len();
     }
     let secs = start.elapsed().as_secs_f64();

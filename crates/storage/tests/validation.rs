@@ -269,8 +269,8 @@ fn client_only_checks() {
     assert!(matches!(log.append_as(&forged, 0, NOW, CLIENT), Err(StorageError::UnknownProducerId(_))));
     assert_eq!(log.log_end_offset(), 0);
     // The broker's own writers are not clients.
-    log.append(&two, 0, NOW).unwrap();
-    log.append(&control, 0, NOW).unwrap();
+    log.append_committed(&two, 0, NOW).unwrap();
+    log.append_committed(&control, 0, NOW).unwrap();
     assert_eq!(log.log_end_offset(), 3);
 }
 

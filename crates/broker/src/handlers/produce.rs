@@ -1,7 +1,9 @@
 //! Produce: validate and append record batches; acks 0, 1 and -1.
 //!
 //! Tern is single-node for now, so the ISR is this broker alone and acks=-1 is satisfied by the
-//! local append (plus fsync where `flush.messages` asks for it), unless `min.insync.replicas` > 1.
+//! local append (plus fsync where `flush.messages` asks for it): each partition's replica state
+//! machine (`tern_partition`) checks the append and moves the high watermark, and caps
+//! `min.insync.replicas` by the replication factor as Kafka 3.7+ does (`effectiveMinIsr`).
 //! Batches are validated as Kafka's LogValidator does (`tern_storage`'s `validate.rs`); refused
 //! ones are answered with Kafka's error code, message and KIP-467 record errors (v8+), and logged.
 
@@ -114,8 +116,9 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
                         Ok(partition) => partition,
                         Err(e) => return r.with_error_code(e.code()),
                     };
-                    if acks == -1 && topic.as_ref().is_some_and(|t| min_insync_replicas(broker, t) > 1) {
-                        return r.with_error_code(ResponseError::NotEnoughReplicas.code());
+                    let min_insync = topic.as_ref().map_or(1, |t| min_insync_replicas(broker, t));
+                    if let Err(code) = partition.check_append(acks, min_insync) {
+                        return r.with_error_code(code);
                     }
                     let Some(records) = pd.records else {
                         return r.with_error_code(ResponseError::InvalidRecord.code());
@@ -137,7 +140,7 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
                     let origin = AppendOrigin::Client { producer_ids_below: broker.producer_ids.issued_below() };
                     match partition.log.append_as(&records, partition.leader_epoch, now, origin) {
                         Ok(info) => {
-                            partition.wake_fetches();
+                            partition.appended();
                             r.base_offset = info.base_offset;
                             r.log_append_time_ms = info.log_append_time;
                             r.log_start_offset = info.log_start_offset;
@@ -215,7 +218,7 @@ fn only_format_v2(records: &[u8]) -> bool {
     true
 }
 
-fn min_insync_replicas(broker: &Broker, topic: &crate::topics::Topic) -> i64 {
+fn min_insync_replicas(broker: &Broker, topic: &crate::topics::Topic) -> i32 {
     let value = match topic.configs.get("min.insync.replicas") {
         Some(v) => Some(v.clone()),
         None => broker.config.get("min.insync.replicas"),

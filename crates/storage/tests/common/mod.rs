@@ -5,10 +5,25 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tern_storage::{Log, LogConfig};
+use tern_storage::{AppendInfo, Log, LogConfig, StorageError};
 
 pub const ALL_CODECS: [Compression; 5] =
     [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+
+/// Appends as a leader with no followers does: committed at once. Storage never moves the high
+/// watermark by itself (the broker's replica state machine does), so tests that want their
+/// records visible to reads, retention and the cleaner commit them here.
+pub trait AppendCommitted {
+    fn append_committed(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError>;
+}
+
+impl AppendCommitted for Log {
+    fn append_committed(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        let info = self.append(batches, leader_epoch, now_ms)?;
+        self.set_high_watermark(self.log_end_offset());
+        Ok(info)
+    }
+}
 
 /// A record for test batches; batch-level fields are left for the encoder.
 pub fn record(i: usize, timestamp: i64, key: Option<Bytes>, value: Option<Bytes>) -> Record {
