@@ -59,3 +59,31 @@ def test_kafka_python_transactional_producer_fails_fast(broker):
             p.init_transactions()
     finally:
         p.close(timeout=5)
+
+
+def test_acks_all_with_min_insync_above_the_replication_factor(broker):
+    """Kafka 3.7+ caps min.insync.replicas by the replication factor (Partition.effectiveMinIsr):
+    a single-replica topic with min.insync.replicas=2 takes acks=all writes, and they are read
+    back. (Kafka before 3.7, and Tern before its replica state machine, refused them with
+    NOT_ENOUGH_REPLICAS.)"""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("strict", 1, 1, config={"min.insync.replicas": "2"})])["strict"].result(timeout=60)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "message.timeout.ms": 20000})
+    errors = []
+    for i in range(10):
+        p.produce("strict", value=b"v%d" % i, on_delivery=lambda err, msg: err and errors.append(err))
+    assert p.flush(30) == 0
+    assert not errors, errors
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "strict-reader", "auto.offset.reset": "earliest",
+                  "enable.partition.eof": True})
+    c.assign([TopicPartition("strict", 0, 0)])
+    values = []
+    while True:
+        m = c.poll(30)
+        assert m is not None, f"only {values} read back"
+        if m.error():
+            assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+            break
+        values.append(m.value())
+    c.close()
+    assert values == [b"v%d" % i for i in range(10)]
