@@ -1,30 +1,20 @@
 //! The controller quorum in process: three voters on the in-process router, with the
 //! metadata records replicated by openraft.
 
+mod quorum_common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft::BasicNode;
+use quorum_common::raft_config;
 use tern_controller::raft::{ControllerNode, LogStore, NodeError, NodeId, Router, StateMachineStore};
 use tern_controller::*;
 use tern_metadata::*;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(15));
-
-fn raft_config(snapshot_every: u64) -> Arc<Config> {
-    let config = Config {
-        heartbeat_interval: 50,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
-        max_in_snapshot_log_to_keep: 0,
-        purge_batch_size: 1,
-        ..Default::default()
-    };
-    Arc::new(config.validate().unwrap())
-}
 
 struct Cluster {
     router: Router,
@@ -55,10 +45,16 @@ impl Cluster {
             None => (LogStore::in_memory(), StateMachineStore::in_memory()),
         };
         let config = ControllerConfig { seed: id, ..Default::default() };
-        let node =
-            ControllerNode::start(id, raft_config(self.snapshot_every), self.router.for_node(id), log, sm, config)
-                .await
-                .unwrap();
+        let node = ControllerNode::start(
+            id,
+            raft_config(self.snapshot_every, None),
+            self.router.for_node(id),
+            log,
+            sm,
+            config,
+        )
+        .await
+        .unwrap();
         self.router.add(id, node.raft().clone());
         self.router.reconnect(id);
         self.nodes.insert(id, node);

@@ -1,13 +1,16 @@
 //! The controller quorum over TCP on loopback: three voters, each with a `QuorumServer` and a
 //! `TcpNetwork` to the others, persisted under a temp dir so a stopped voter can restart.
 
+mod quorum_common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft::BasicNode;
+use quorum_common::raft_config;
 use tern_controller::raft::{
     parse_quorum_voters, ControllerNode, LogStore, NodeId, QuorumServer, StateMachineStore, TcpNetwork, MAX_FRAME_BYTES,
 };
@@ -22,21 +25,6 @@ const TEST_BOUND: Duration = Duration::from_secs(120);
 
 async fn bounded<F: Future>(test: F) -> F::Output {
     tokio::time::timeout(TEST_BOUND, test).await.expect("the test finished in time")
-}
-
-fn raft_config(snapshot_every: u64) -> Arc<Config> {
-    let config = Config {
-        heartbeat_interval: 50,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
-        max_in_snapshot_log_to_keep: 0,
-        purge_batch_size: 1,
-        // Small chunks, so that a snapshot takes several InstallSnapshot requests.
-        snapshot_max_chunk_size: 256,
-        ..Default::default()
-    };
-    Arc::new(config.validate().unwrap())
 }
 
 struct Voter {
@@ -79,7 +67,9 @@ impl TcpCluster {
         let (log, sm) = (LogStore::open(&dir).unwrap(), StateMachineStore::open(&dir).unwrap());
         let network = TcpNetwork::new(self.addrs.clone()).with_request_timeout(Duration::from_secs(2));
         let config = ControllerConfig { seed: id, ..Default::default() };
-        let node = ControllerNode::start(id, raft_config(self.snapshot_every), network, log, sm, config).await.unwrap();
+        let node = ControllerNode::start(id, raft_config(self.snapshot_every, Some(256)), network, log, sm, config)
+            .await
+            .unwrap();
         let server = QuorumServer::serve(listener, node.raft().clone()).unwrap();
         self.voters.insert(id, Voter { node, server });
     }
