@@ -5,7 +5,6 @@ mod quorum_common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;

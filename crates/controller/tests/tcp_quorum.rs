@@ -6,7 +6,6 @@ mod quorum_common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
