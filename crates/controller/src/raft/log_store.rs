@@ -1,7 +1,8 @@
 //! The Raft log and vote: in memory, and optionally persisted under a directory as
 //! `log` (append-only frames, one per entry, fsynced on append) and `log-meta` (vote, purge
 //! point and commit point, written atomically). Truncation and purging rewrite `log` atomically; both
-//! are rare (a conflicting suffix, a compaction after a snapshot).
+//! are rare (a conflicting suffix, a compaction after a snapshot). File writes and fsyncs run on
+//! tokio's blocking pool, never on the async workers that also serve the network.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -77,6 +78,15 @@ impl LogStore {
         }
         let log = OpenOptions::new().create(true).append(true).open(&path)?;
         if at < bytes.len() {
+            // Destructive recovery is never silent: say what is dropped.
+            tracing::error!(
+                file = %path.display(),
+                kept_entries = inner.log.len(),
+                last_kept_index = inner.log.keys().next_back().copied(),
+                dropped_bytes = bytes.len() - at,
+                position = at,
+                "controller log: cutting a torn or corrupt tail (a crash mid-append)"
+            );
             log.set_len(at as u64)?;
             log.sync_all()?;
         }
@@ -85,8 +95,13 @@ impl LogStore {
     }
 }
 
+/// Runs file I/O on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 impl Inner {
-    fn write_meta(&self) -> Result<(), StorageError> {
+    async fn write_meta(&self) -> Result<(), StorageError> {
         let Some(files) = &self.files else { return Ok(()) };
         let mut out = Vec::new();
         let mut w = Writer(&mut out);
@@ -99,26 +114,28 @@ impl Inner {
         }
         codec::write_log_id(&mut w, &self.last_purged);
         codec::write_log_id(&mut w, &self.committed);
-        codec::write_file_atomically(&files.dir.join("log-meta"), &out).map_err(io_err)
+        let path = files.dir.join("log-meta");
+        blocking(move || codec::write_file_atomically(&path, &out)).await.map_err(io_err)
     }
 
-    fn rewrite_log(&mut self) -> Result<(), StorageError> {
+    async fn rewrite_log(&mut self) -> Result<(), StorageError> {
         let Some(files) = &mut self.files else { return Ok(()) };
         let mut out = Vec::new();
         for entry in self.log.values() {
             frame(&encode_entry(entry), &mut out);
         }
-        let path = files.dir.join("log");
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<File> {
+        let dir = files.dir.clone();
+        let write = move || -> std::io::Result<File> {
+            let path = dir.join("log");
+            let tmp = path.with_extension("tmp");
             let mut f = File::create(&tmp)?;
             f.write_all(&out)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
-            File::open(&files.dir)?.sync_all()?;
+            File::open(&dir)?.sync_all()?;
             OpenOptions::new().append(true).open(&path)
         };
-        files.log = write().map_err(io_err)?;
+        files.log = blocking(write).await.map_err(io_err)?;
         Ok(())
     }
 }
@@ -149,7 +166,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let mut inner = self.inner.lock().await;
         inner.vote = Some(*vote);
-        inner.write_meta()
+        inner.write_meta().await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -161,7 +178,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // lets it, would otherwise serve an image that lacks committed entries.
         let mut inner = self.inner.lock().await;
         inner.committed = committed;
-        inner.write_meta()
+        inner.write_meta().await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -180,8 +197,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             inner.log.insert(entry.log_id.index, entry);
         }
-        let result = match &mut inner.files {
-            Some(files) => files.log.write_all(&out).and_then(|_| files.log.sync_data()),
+        let result = match &inner.files {
+            Some(files) => match files.log.try_clone() {
+                Ok(mut log) => blocking(move || log.write_all(&out).and_then(|_| log.sync_data())).await,
+                Err(e) => Err(e),
+            },
             None => Ok(()),
         };
         let failed = result.as_ref().err().map(|e| std::io::Error::new(e.kind(), e.to_string()));
@@ -195,7 +215,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut inner = self.inner.lock().await;
         inner.log.split_off(&log_id.index);
-        inner.rewrite_log()
+        inner.rewrite_log().await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -203,7 +223,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         inner.last_purged = Some(log_id);
         inner.log = inner.log.split_off(&(log_id.index + 1));
         // The purge point first: a crash between the two leaves extra entries, never a gap.
-        inner.write_meta()?;
-        inner.rewrite_log()
+        inner.write_meta().await?;
+        inner.rewrite_log().await
     }
 }

@@ -74,13 +74,17 @@ impl StateMachineStore {
         Ok(())
     }
 
-    fn persist(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    /// Writes the snapshot file on the blocking pool (it can be tens of MB, fsynced).
+    async fn persist(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let mut out = Vec::with_capacity(data.len() + 128);
         let mut w = Writer(&mut out);
         codec::encode_snapshot_meta(meta, &mut w);
         w.bytes(data);
-        codec::write_file_atomically(&dir.join("snapshot"), &out)
+        let path = dir.join("snapshot");
+        tokio::task::spawn_blocking(move || codec::write_file_atomically(&path, &out))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into())
     }
 }
@@ -96,7 +100,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             None => "empty".to_string(),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
-        self.persist(&meta, &data)?;
+        self.persist(&meta, &data).await?;
         *self.snapshot.write().unwrap() = Some((meta.clone(), data.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -151,7 +155,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         self.install(meta, &data).map_err(sm_err)?;
-        self.persist(meta, &data)?;
+        self.persist(meta, &data).await?;
         *self.snapshot.write().unwrap() = Some((meta.clone(), data));
         Ok(())
     }
