@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Harness;
+use common::{alter_partition_data, alter_partition_request, Harness};
 use tern_controller::errors::*;
 use tern_controller::*;
 use tern_metadata::*;
@@ -155,21 +155,7 @@ fn without_a_live_isr_member_the_partition_goes_leaderless_and_keeps_its_last_is
     h.brokers([1, 2], &[]);
     let t = h.create_manual("t", vec![vec![1, 2]]);
     // Broker 2 falls out of the ISR first, then broker 1 is fenced.
-    let r = h.alter_partition(AlterPartitionRequest {
-        version: 3,
-        broker_id: 1,
-        broker_epoch: 0,
-        topics: vec![AlterPartitionTopic {
-            topic_id: t,
-            topic_name: "t".into(),
-            partitions: vec![AlterPartitionData {
-                partition: 0,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                new_isr: vec![IsrMember { broker_id: 1, broker_epoch: 0 }],
-            }],
-        }],
-    });
+    let r = h.alter_partition(alter_partition_request(3, 1, 0, t, alter_partition_data(0, 0, &[(1, 0)])));
     assert_eq!(r.topics[0].partitions[0].error_code, NONE);
     h.heartbeat_with(1, true, false);
     let p = h.partition(t, 0);
@@ -192,21 +178,7 @@ fn unclean_leader_election_picks_a_live_replica_outside_the_isr() {
         ..CreatableTopic::new("t", -1, -1)
     });
     let t = t.topic_id;
-    h.alter_partition(AlterPartitionRequest {
-        version: 3,
-        broker_id: 1,
-        broker_epoch: 0,
-        topics: vec![AlterPartitionTopic {
-            topic_id: t,
-            topic_name: "t".into(),
-            partitions: vec![AlterPartitionData {
-                partition: 0,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                new_isr: vec![IsrMember { broker_id: 1, broker_epoch: -1 }],
-            }],
-        }],
-    });
+    h.alter_partition(alter_partition_request(3, 1, 0, t, alter_partition_data(0, 0, &[(1, -1)])));
     h.heartbeat_with(1, true, false);
     let p = h.partition(t, 0);
     assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));

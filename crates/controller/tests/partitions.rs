@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Harness;
+use common::{alter_partition_data as data, alter_partition_request as request, Harness};
 use tern_controller::errors::*;
 use tern_controller::*;
 use tern_metadata::*;
@@ -13,24 +13,6 @@ fn setup() -> (Harness, Uuid) {
     h.brokers([1, 2, 3], &[]);
     let t = h.create_manual("t", vec![vec![1, 2, 3]]);
     (h, t)
-}
-
-fn request(version: i16, broker: BrokerId, epoch: i64, t: Uuid, data: AlterPartitionData) -> AlterPartitionRequest {
-    AlterPartitionRequest {
-        version,
-        broker_id: broker,
-        broker_epoch: epoch,
-        topics: vec![AlterPartitionTopic { topic_id: t, topic_name: "t".into(), partitions: vec![data] }],
-    }
-}
-
-fn data(leader_epoch: i32, partition_epoch: i32, isr: &[(BrokerId, i64)]) -> AlterPartitionData {
-    AlterPartitionData {
-        partition: 0,
-        leader_epoch,
-        partition_epoch,
-        new_isr: isr.iter().map(|(b, e)| IsrMember { broker_id: *b, broker_epoch: *e }).collect(),
-    }
 }
 
 fn code(h: &mut Harness, version: i16, broker: BrokerId, epoch: i64, t: Uuid, d: AlterPartitionData) -> i16 {

@@ -121,3 +121,29 @@ impl Harness {
         result.response
     }
 }
+
+/// An AlterPartition from `broker` (with its broker epoch) for one partition of topic "t".
+pub fn alter_partition_request(
+    version: i16,
+    broker: BrokerId,
+    epoch: i64,
+    t: Uuid,
+    data: AlterPartitionData,
+) -> AlterPartitionRequest {
+    AlterPartitionRequest {
+        version,
+        broker_id: broker,
+        broker_epoch: epoch,
+        topics: vec![AlterPartitionTopic { topic_id: t, topic_name: "t".into(), partitions: vec![data] }],
+    }
+}
+
+/// Partition 0's proposed ISR, as (broker, broker epoch) pairs, at these epochs.
+pub fn alter_partition_data(leader_epoch: i32, partition_epoch: i32, isr: &[(BrokerId, i64)]) -> AlterPartitionData {
+    AlterPartitionData {
+        partition: 0,
+        leader_epoch,
+        partition_epoch,
+        new_isr: isr.iter().map(|(b, e)| IsrMember { broker_id: *b, broker_epoch: *e }).collect(),
+    }
+}
