@@ -120,3 +120,38 @@ def test_a_torn_tail_cut_after_a_crash_is_logged_with_what_was_dropped(broker_fa
     assert [o for o, _ in consume_all(broker.bootstrap, "damaged")] == list(range(N))
     lines = [l for l in broker_log(broker).splitlines() if "cutting a damaged segment" in l]
     assert lines and "ERROR" in lines[0] and active.name in lines[0], lines
+
+
+@pytest.mark.parametrize("content", [None, "0\n", "99999\n"], ids=["missing", "zero", "beyond-the-end"])
+def test_a_missing_or_stale_high_watermark_checkpoint_loses_nothing(broker_factory, content):
+    """The HW checkpoint only says what was committed when it was written: lost (or from a data
+    directory older than the file), behind, or ahead of a log a crash cut, the single-replica
+    leader commits its whole log again at start-up and every acknowledged record is served."""
+    broker, part = setup_topic(broker_factory)
+    broker.stop()
+    ckpt = part / "high-watermark"
+    assert ckpt.exists(), "written at close"
+    if content is None:
+        ckpt.unlink()
+    else:
+        ckpt.write_text(content)
+    broker.start()
+    assert [o for o, _ in consume_all(broker.bootstrap, "damaged")] == list(range(N))
+
+
+def test_a_garbage_high_watermark_checkpoint_is_refused_naming_it(broker_factory):
+    broker, part = setup_topic(broker_factory)
+    broker.stop()
+    ckpt = part / "high-watermark"
+    ckpt.write_bytes(b"\xff\xfegarbage")
+    names_before = sorted(p.name for p in part.iterdir())
+    broker.start()
+    got = first_consumed(broker.bootstrap, "damaged", 0, 0, timeout=8)
+    assert got[0] != "record", got
+    text = broker_log(broker)
+    assert "ERROR" in text and "high-watermark" in text, text[-3000:]
+    assert sorted(p.name for p in part.iterdir() if not p.name.endswith(".tmp")) == names_before
+    broker.stop()
+    ckpt.write_text("0\n")
+    broker.start()
+    assert [o for o, _ in consume_all(broker.bootstrap, "damaged")] == list(range(N))
