@@ -213,12 +213,12 @@ def produce(host, port, topic, partition, records, acks=-1, version=3):
     return err, base_offset
 
 
-def fetch(host, port, topic, partition, offset, max_wait_ms, min_bytes=1, timeout=10.0, version=4):
+def fetch(host, port, topic, partition, offset, max_wait_ms, min_bytes=1, timeout=10.0):
     """Fetch v4 of one partition: (error_code, high_watermark, record bytes); the socket waits
     at most `timeout` seconds for the answer."""
     body = struct.pack(">iiiib", -1, max_wait_ms, min_bytes, 1 << 20, 0) + struct.pack(">i", 1) + string(topic)
     body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, 1 << 20)
-    r = Reader(request(host, port, API_FETCH, version, body, timeout=timeout))
+    r = Reader(request(host, port, API_FETCH, 4, body, timeout=timeout))
     r.take(">i")  # throttle_time_ms
     assert r.take(">i") == 1 and r.string() == topic and r.take(">i") == 1
     _index, err, hw, _lso = r.take(">ihqq")
