@@ -12,7 +12,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import wire
-from checks import Deadline
+from test_confluent import consume_all
 from conftest import HOST, Broker, tern_bin
 
 REQ_TIMEOUT = 30
@@ -76,26 +76,13 @@ def produce_acked(bootstrap, topic, partitions, n, prefix="v", idempotent=False,
 
 def read_all(bootstrap, topic, partitions, timeout=60):
     """Every record of every partition, from the log start to the high watermark:
-    {partition: [(offset, value)]}."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "datadir-reader", "enable.auto.commit": False})
-    try:
-        ends, pos, out = {}, {}, {}
-        for p in range(partitions):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=REQ_TIMEOUT, cached=False)
-            ends[p], pos[p], out[p] = hi, lo, []
-        c.assign([TopicPartition(topic, p, pos[p]) for p in range(partitions)])
-        deadline = Deadline(timeout, f"reading {topic} up to {ends}")
-        while any(pos[p] < ends[p] for p in pos):
-            deadline.check(f"(positions {pos})")
-            for m in c.consume(num_messages=10000, timeout=0.5):
-                if m.error():
-                    raise AssertionError(f"consumer error on {topic}: {m.error()}")
-                if m.offset() < ends[m.partition()]:
-                    out[m.partition()].append((m.offset(), m.value().decode()))
-                pos[m.partition()] = max(pos[m.partition()], m.offset() + 1)
-        return out
-    finally:
-        c.close()
+    {partition: [(offset, value)]} (records appended while reading are left out)."""
+    records, _starts, ends = consume_all(bootstrap, topic, partitions, timeout)
+    out = {p: [] for p in range(partitions)}
+    for r in records:
+        if r.offset < ends[r.partition]:
+            out[r.partition].append((r.offset, r.value))
+    return out
 
 
 def metadata_file(data_dir, topic):
