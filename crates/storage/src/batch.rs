@@ -112,6 +112,11 @@ impl BatchHeader {
     }
 }
 
+/// The partition leader epoch stamped in a batch (at least [`HEADER_SIZE`] bytes).
+pub(crate) fn leader_epoch(b: &[u8]) -> i32 {
+    be_i32(b, LEADER_EPOCH)
+}
+
 /// Checks the stored CRC-32C of a whole batch.
 pub(crate) fn crc_ok(batch: &[u8]) -> bool {
     batch.len() >= HEADER_SIZE && be_u32(batch, CRC) == crc32c::crc32c(&batch[ATTRIBUTES..])

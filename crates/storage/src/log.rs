@@ -306,6 +306,90 @@ impl Log {
         })
     }
 
+    /// Appends batches copied from the partition leader (Kafka's `appendAsFollower`): their
+    /// offsets and leader epochs are the leader's and are kept. Each batch's framing and CRC are
+    /// checked, offsets must increase and start at or after the log end offset; nothing is
+    /// revalidated or recompressed (the leader did that). All or nothing, like [`Log::append`].
+    pub fn append_replicated(&self, batches: &[u8], now_ms: i64) -> Result<AppendInfo> {
+        let cfg = self.config();
+        let mut guard = lock(&self.writer);
+        self.check_online()?;
+        let w = &mut *guard;
+        if w.closed {
+            let marker = self.dir.join(CLEAN_SHUTDOWN);
+            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
+            w.closed = false;
+        }
+        let leo = self.leo.load(Ordering::Acquire);
+        w.placed.clear();
+        w.scratch.clear();
+        let mut next = leo;
+        let mut max_ts = i64::MIN;
+        let mut epochs: Vec<(i32, i64)> = Vec::new();
+        let mut rest = batches;
+        while !rest.is_empty() {
+            let h = BatchHeader::parse(rest)
+                .filter(|h| h.size <= rest.len() && h.size >= batch::HEADER_SIZE)
+                .ok_or_else(|| StorageError::CorruptRecord("a replicated batch is truncated".into()))?;
+            if h.magic != 2 || !batch::crc_ok(&rest[..h.size]) {
+                return Err(StorageError::CorruptRecord(format!(
+                    "replicated batch at offset {} fails its magic or CRC check",
+                    h.base_offset
+                )));
+            }
+            if h.base_offset < next || h.last_offset() < h.base_offset {
+                return Err(StorageError::InvalidRecord(format!(
+                    "replicated batch at offset {} is not after the log end offset {next}",
+                    h.base_offset
+                )));
+            }
+            let epoch = batch::leader_epoch(rest);
+            if epochs.last().is_none_or(|&(e, _)| e < epoch) {
+                epochs.push((epoch, h.base_offset));
+            }
+            w.placed.push((w.scratch.len(), h));
+            w.scratch.extend_from_slice(&rest[..h.size]);
+            max_ts = max_ts.max(h.max_timestamp);
+            next = h.last_offset() + 1;
+            rest = &rest[h.size..];
+        }
+        if w.placed.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        }
+        let base_offset = w.placed[0].1.base_offset;
+        let bytes = w.scratch.len() as u64;
+        let seg = self.maybe_roll(w, &cfg, bytes, next - 1, max_ts, now_ms)?;
+        {
+            // `assign` keeps only epochs newer than the latest one.
+            let mut cache = lock(&self.epochs);
+            for &(epoch, start) in &epochs {
+                cache.assign(epoch, start)?;
+            }
+        }
+        if let Err(e) = seg.append(&w.scratch, &w.placed, cfg.index_interval_bytes, now_ms) {
+            if seg.file.metadata().map_or(true, |m| m.len() != seg.size()) {
+                self.take_offline(&format!("a failed write to {} could not be undone: {e}", seg.log_path.display()));
+            }
+            return Err(io_err(&seg.log_path, e));
+        }
+        self.leo.store(next, Ordering::Release);
+        for (_, h) in &w.placed {
+            w.producers.record(h, now_ms);
+            self.max_producer_id.fetch_max(h.producer_id, Ordering::AcqRel);
+        }
+        w.unflushed += next - leo;
+        if w.unflushed >= cfg.flush_messages {
+            self.sync_active(w, &seg, now_ms)?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: -1,
+            record_count: next - base_offset,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
     /// fsyncs the active segment. A failed fsync takes the log offline: the kernel may have
     /// dropped the dirty pages it could not write, so what readers would see from the page
     /// cache may no longer be what is on disk (the fsyncgate lesson); a restart recovers.

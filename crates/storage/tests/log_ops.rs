@@ -289,3 +289,31 @@ fn appends_leave_the_high_watermark_to_its_owner_and_it_survives_a_restart() {
     log.truncate_to(0).unwrap();
     assert_eq!(log.high_watermark(), 0, "truncation pulls it down");
 }
+
+/// A follower's log copies the leader's batches as they are: same offsets, same leader epochs
+/// (so the same epoch cache), and a batch that overlaps what it has is refused whole.
+#[test]
+fn replicated_batches_keep_the_leaders_offsets_and_epochs() {
+    let (ldir, fdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Log::open(ldir.path(), small_config(), 0).unwrap();
+    let follower = Log::open(fdir.path(), small_config(), 0).unwrap();
+    for (i, epoch) in [0, 0, 3, 3, 5].into_iter().enumerate() {
+        leader.append_committed(&batch(i + 1, 100), epoch, 0).unwrap();
+    }
+    let all = leader.read(0, 1 << 20, i64::MAX, true).unwrap().records;
+    let info = follower.append_replicated(&all, 0).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, leader.log_end_offset() - 1));
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    follower.set_high_watermark(follower.log_end_offset());
+    assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
+    // Overlapping the log end: refused, nothing written.
+    let again = follower.append_replicated(&all, 0).unwrap_err();
+    assert!(matches!(again, StorageError::InvalidRecord(_)), "{again}");
+    let mut damaged = all.to_vec();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    follower.truncate_to(0).unwrap();
+    assert!(matches!(follower.append_replicated(&damaged, 0), Err(StorageError::CorruptRecord(_))));
+    assert_eq!(follower.log_end_offset(), 0);
+}
