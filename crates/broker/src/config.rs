@@ -170,14 +170,32 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker_config!("log.dir", String, None),
     broker_config!("auto.create.topics.enable", Boolean, Some("true")),
     broker_config!("num.partitions", Int, Some("1"), at_least(1.0)),
+    // More than 1 only in a cluster (`process.roles` set): checked in `BrokerConfig::new`.
+    broker_config!("default.replication.factor", Int, Some("1"), (1.0, i16::MAX as f64)),
+    // KRaft mode (a replicated cluster): unset, the broker is a single node that keeps its own
+    // metadata. Only combined nodes (both roles) are implemented yet.
     broker_config!(
-        "default.replication.factor",
-        Int,
-        Some("1"),
-        (1.0, 1.0),
-        &[],
-        "this is a single-node cluster: every partition has exactly one replica"
+        "process.roles",
+        List,
+        None,
+        ANY,
+        &["broker,controller", "controller,broker"],
+        "every node of a cluster is both a broker and a controller voter (combined mode)"
     ),
+    broker_config!("controller.quorum.voters", String, None),
+    broker_config!("controller.listener.names", String, None),
+    broker_config!("broker.rack", String, None),
+    // Kafka's default 3: creating `__consumer_offsets` fails until that many brokers registered.
+    // A single node (no `process.roles`) always uses 1.
+    broker_config!("offsets.topic.replication.factor", Int, Some("3"), (1.0, i16::MAX as f64)),
+    broker_config!("broker.heartbeat.interval.ms", Int, Some("2000"), at_least(1.0)),
+    broker_config!("broker.session.timeout.ms", Int, Some("9000"), at_least(1.0)),
+    broker_config!("replica.lag.time.max.ms", Long, Some("30000"), at_least(1.0)),
+    broker_config!("replica.fetch.max.bytes", Int, Some("1048576"), at_least(0.0)),
+    broker_config!("replica.fetch.response.max.bytes", Int, Some("10485760"), at_least(0.0)),
+    broker_config!("replica.fetch.wait.max.ms", Int, Some("500"), at_least(0.0)),
+    broker_config!("replica.fetch.min.bytes", Int, Some("1"), at_least(1.0)),
+    broker_config!("replica.fetch.backoff.ms", Int, Some("1000"), at_least(0.0)),
     broker_config!(
         "delete.topic.enable",
         Boolean,
@@ -340,6 +358,64 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Explicitly set properties (file then overrides), by Kafka name.
     pub props: BTreeMap<String, String>,
+    /// KRaft mode: `None` for a single node that keeps its own metadata.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A node of a replicated cluster (`process.roles` set): its controller listener and the voters.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Where this node's controller serves the quorum (the `controller.listener.names` listener).
+    pub controller_listen: SocketAddr,
+    /// `controller.quorum.voters`, unparsed (the controller crate parses and resolves it).
+    pub quorum_voters: String,
+    pub rack: Option<String>,
+}
+
+fn controller_listener_names(props: &BTreeMap<String, String>) -> Vec<String> {
+    props
+        .get("controller.listener.names")
+        .map(|v| v.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Kafka's KRaft checks: roles, voters and a controller listener go together.
+fn cluster_settings(
+    props: &BTreeMap<String, String>,
+    controller_listen: Option<(String, u16)>,
+) -> Result<Option<ClusterSettings>, ConfigError> {
+    let Some(_roles) = props.get("process.roles") else {
+        let replication = props.get("default.replication.factor").and_then(|v| v.trim().parse::<i64>().ok());
+        if replication.is_some_and(|r| r != 1) {
+            return Err(ConfigError(format!(
+                "Invalid value {} for configuration default.replication.factor: a single node (no process.roles) keeps exactly one replica of every partition",
+                replication.unwrap_or_default()
+            )));
+        }
+        for key in ["controller.quorum.voters", "controller.listener.names"] {
+            if props.contains_key(key) {
+                return Err(ConfigError(format!("{key} is set but process.roles is not: set process.roles=broker,controller to run a cluster node")));
+            }
+        }
+        return Ok(None);
+    };
+    let voters = props
+        .get("controller.quorum.voters")
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ConfigError("process.roles is set: controller.quorum.voters must name the controller voters (id@host:port,...)".into()))?;
+    let (host, port) = controller_listen.ok_or_else(|| {
+        ConfigError("listeners must include the listener named by controller.listener.names (a controller node serves the quorum on it)".into())
+    })?;
+    let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
+    let controller_listen = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ConfigError(format!("the controller listener {host}:{port} does not resolve to an address")))?;
+    Ok(Some(ClusterSettings {
+        controller_listen,
+        quorum_voters: voters.clone(),
+        rack: props.get("broker.rack").filter(|r| !r.is_empty()).cloned(),
+    }))
 }
 
 impl BrokerConfig {
@@ -350,17 +426,26 @@ impl BrokerConfig {
             check_broker_setting(key, value)?;
         }
         let map = props.get("listener.security.protocol.map").map_or(DEFAULT_PROTOCOL_MAP, String::as_str);
+        if props.contains_key("process.roles") && !props.contains_key("controller.listener.names") {
+            return Err(ConfigError(
+                "process.roles is set: controller.listener.names must name the controller listener".into(),
+            ));
+        }
+        let controller_names = controller_listener_names(&props);
+        let mut controller_listen = None;
         if let Some(l) = props.get("listeners") {
-            plaintext_listener("listeners", l, map)?;
+            let (_, controller) = split_listeners("listeners", l, map, &controller_names)?;
+            controller_listen = controller;
         }
         let (advertised_host, advertised_port) = match props.get("advertised.listeners") {
             Some(l) => {
-                let (host, port) = plaintext_listener("advertised.listeners", l, map)?;
+                let ((host, port), _) = split_listeners("advertised.listeners", l, map, &controller_names)?;
                 (if host.is_empty() { listen.ip().to_string() } else { host }, port as i32)
             }
             None => (listen.ip().to_string(), listen.port() as i32),
         };
-        let config = BrokerConfig { listen, advertised_host, advertised_port, data_dir, props };
+        let cluster = cluster_settings(&props, controller_listen)?;
+        let config = BrokerConfig { listen, advertised_host, advertised_port, data_dir, props, cluster };
         config.validate_socket_server()?;
         Ok(config)
     }
@@ -642,6 +727,37 @@ pub fn plaintext_listener(key: &str, value: &str, protocol_map: &str) -> Result<
     Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
+/// The listeners of `listeners` or `advertised.listeners`: exactly one client listener (a
+/// PLAINTEXT one, see [`plaintext_listener`]), and at most one controller listener (named in
+/// `controller.listener.names`; PLAINTEXT too) — as ((host, port), controller (host, port)).
+pub fn split_listeners(
+    key: &str,
+    value: &str,
+    protocol_map: &str,
+    controller_names: &[String],
+) -> Result<((String, u16), Option<(String, u16)>), ConfigError> {
+    let err = |why: String| ConfigError(format!("Invalid value {value} for configuration {key}: {why}"));
+    let is_controller =
+        |l: &str| l.split_once("://").is_some_and(|(n, _)| controller_names.iter().any(|c| c.eq_ignore_ascii_case(n)));
+    let all: Vec<&str> = value.split(',').map(str::trim).filter(|l| !l.is_empty()).collect();
+    let (controllers, clients): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|l| is_controller(l));
+    let controller = match controllers[..] {
+        [] => None,
+        [one] => {
+            // A controller listener missing from the map is PLAINTEXT.
+            let (name, _) = one.split_once("://").unwrap_or_default();
+            let map = format!("{protocol_map},{name}:PLAINTEXT");
+            Some(plaintext_listener(key, one, &map)?)
+        }
+        _ => return Err(err("this node serves exactly one controller listener".into())),
+    };
+    let client = match clients[..] {
+        [one] => plaintext_listener(key, one, protocol_map)?,
+        _ => return Err(err(format!("this broker serves exactly one client listener, not {}", clients.len()))),
+    };
+    Ok((client, controller))
+}
+
 /// Parses a Java-style `.properties` file (`key=value` or `key: value`, `#`/`!` comments).
 pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -768,6 +884,7 @@ mod tests {
             ("message.max.bytes", "99999999999"),
             ("auto.create.topics.enable", "yes"),
             ("default.replication.factor", "3"),
+            ("process.roles", "broker"),
             ("delete.topic.enable", "false"),
             ("authorizer.class.name", "kafka.security.authorizer.AclAuthorizer"),
             ("compression.type", "brotli"),
@@ -778,6 +895,27 @@ mod tests {
         }
         // Kafka's booleans ignore case; every compression type is accepted.
         config(&[("auto.create.topics.enable", "FALSE"), ("compression.type", "zstd")]);
+    }
+
+    #[test]
+    fn cluster_mode_needs_voters_and_a_controller_listener() {
+        let node = [
+            ("process.roles", "broker,controller"),
+            ("controller.quorum.voters", "1@127.0.0.1:9093"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("listeners", "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"),
+            ("default.replication.factor", "3"),
+        ];
+        let c = config(&node);
+        let cluster = c.cluster.clone().expect("a cluster node");
+        assert_eq!(cluster.controller_listen, "127.0.0.1:9093".parse().unwrap());
+        assert!(c.unused_keys().is_empty());
+        for missing in ["controller.quorum.voters", "controller.listener.names", "listeners"] {
+            let props: Vec<_> = node.iter().copied().filter(|(k, _)| *k != missing).collect();
+            assert!(refused(&props).contains(missing), "without {missing}");
+        }
+        assert!(refused(&[("controller.quorum.voters", "1@127.0.0.1:9093")]).contains("process.roles"));
+        assert!(config(&[]).cluster.is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use tern_broker::config::{check_broker_setting, parse_properties, plaintext_listener, DEFAULT_PROTOCOL_MAP};
+use tern_broker::config::{check_broker_setting, parse_properties, split_listeners, DEFAULT_PROTOCOL_MAP};
 use tern_broker::{open_files, Broker, BrokerConfig};
 
 /// The commented default configuration, embedded in the binary.
@@ -54,7 +54,11 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig> {
         (Some(l), _) => l.clone(),
         (None, Some(l)) => {
             let map = if protocol_map.is_empty() { DEFAULT_PROTOCOL_MAP } else { &protocol_map };
-            let (host, port) = plaintext_listener("listeners", l, map)?;
+            let controller_names: Vec<String> = props
+                .get("controller.listener.names")
+                .map(|v| v.split(',').map(|n| n.trim().to_string()).collect())
+                .unwrap_or_default();
+            let ((host, port), _) = split_listeners("listeners", l, map, &controller_names)?;
             // Kafka: an empty host binds every interface.
             let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
             if host.contains(':') {
