@@ -246,7 +246,7 @@ fn append_batches(partition: &Partition, appends: &[PendingAppend]) -> Result<()
         return Ok(());
     }
     let input: Bytes = input.freeze();
-    partition.log.append(&input, partition.leader_epoch, now).map(|_| ()).map_err(|e| {
+    partition.log.append(&input, partition.leader_epoch(), now).map(|_| ()).map_err(|e| {
         tracing::error!(partition = partition.index, error = %e, "append to {} failed", offsets_topic::OFFSETS_TOPIC);
         COORDINATOR_NOT_AVAILABLE
     })

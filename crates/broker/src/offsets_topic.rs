@@ -30,10 +30,10 @@ pub type KeyValue = (Bytes, Option<Bytes>);
 pub fn ensure_offsets_topic(topics: &TopicRegistry, config: &BrokerConfig) -> Result<Arc<Topic>, TopicError> {
     if let Some(topic) = topics.get(OFFSETS_TOPIC) {
         let setting = config.offsets_topic_num_partitions();
-        if topic.partitions.len() as i32 != setting {
+        if topic.partition_count != setting {
             tracing::warn!(
                 setting,
-                partitions = topic.partitions.len(),
+                partitions = topic.partition_count,
                 "offsets.topic.num.partitions differs from the partitions {OFFSETS_TOPIC} has; \
                  groups stay placed by the topic's partitions (the setting only applies when the topic is created)"
             );

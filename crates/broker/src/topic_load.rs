@@ -336,7 +336,7 @@ impl TopicRegistry {
                         "partition cannot be opened: it is offline until repaired (see `tern log check`)");
                     Log::offline(&dir, lc.clone(), format!("cannot be opened: {e}"))
                 });
-                Arc::new(Partition::new(name, index, log, self.node_id))
+                Arc::new(Partition::new(name, meta.id, index, log, self.node_id))
             })
             .collect();
         tracing::info!(topic = name, partitions = meta.partitions, "loaded topic");
@@ -345,6 +345,7 @@ impl TopicRegistry {
             id: meta.id,
             configs: meta.configs,
             partitions,
+            partition_count: meta.partitions,
             internal: is_internal(name),
             offline: None,
         }))
@@ -362,10 +363,11 @@ impl TopicRegistry {
     ) -> Topic {
         tracing::error!(topic = name, %reason, "topic is offline until its files are repaired; nothing was changed");
         let lc = log_config(&configs);
+        let partitions_count = partitions;
         let partitions = (0..partitions)
             .map(|index| {
                 let log = Log::offline(&partition_dir(&self.data_dir, name, index), lc.clone(), reason.clone());
-                Arc::new(Partition::new(name, index, log, self.node_id))
+                Arc::new(Partition::new(name, id.unwrap_or_else(Uuid::nil), index, log, self.node_id))
             })
             .collect();
         Topic {
@@ -373,6 +375,7 @@ impl TopicRegistry {
             id: id.unwrap_or_else(Uuid::nil),
             configs,
             partitions,
+            partition_count: partitions_count,
             internal: is_internal(name),
             offline: Some(reason),
         }

@@ -16,10 +16,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tern_partition::{Effect, LeaderAndIsr, LocalLog, Partition as ReplicaState, PartitionConfig};
+use tern_partition::{Effect, LeaderAndIsr, LocalLog, Partition as ReplicaState, PartitionConfig, RequestId};
+use tokio::sync::{mpsc, oneshot};
 use tern_storage::{Log, LogConfig, StorageError};
 use uuid::Uuid;
 
@@ -34,30 +36,38 @@ const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state", 
 /// Where topic metadata files live, inside the data directory.
 pub(crate) const TOPICS_DIR: &str = ".topics";
 
-/// One partition of a topic on this broker (always its only replica, and so its leader, while
-/// Tern is single-node).
+/// Effects of a partition's replica state machine that need the network: carried out by the
+/// cluster runtime (`cluster/`). A single node has none.
+#[derive(Debug)]
+pub(crate) enum ReplicaEvent {
+    AlterPartition { topic: String, index: i32, proposal: tern_partition::AlterPartitionProposal },
+    FetchFrom { topic: String, index: i32, leader_id: i32, leader_epoch: i32 },
+    StopFetching { topic: String, index: i32 },
+}
+
+/// One replica of a partition on this broker: its log and its replica state machine (leader or
+/// follower, ISR, high watermark). On a single node it leads alone.
 pub struct Partition {
     pub topic: String,
+    pub topic_id: Uuid,
     pub index: i32,
     pub log: Log,
-    pub leader_epoch: i32,
-    /// Fetches long-polling this partition, woken by its appends.
+    /// Fetches long-polling this partition, woken by its appends and high-watermark moves.
     pub(crate) waiters: Waiters,
     /// This replica's state (role, ISR, high watermark): the only writer of the log's HW.
     replica: Mutex<ReplicaState>,
+    /// acks=all produces waiting for the ISR (Kafka's DelayedProduce), by request id.
+    produce_waiters: Mutex<HashMap<RequestId, oneshot::Sender<i16>>>,
+    next_request_id: AtomicU64,
+    /// Where network effects go in a cluster; `None` on a single node.
+    events: Option<mpsc::UnboundedSender<ReplicaEvent>>,
 }
 
 impl Partition {
     /// A partition led by this broker alone: replicas and ISR are `[node_id]`. Opening it
     /// commits what the log holds (with no followers the leader's log end is the HW).
-    pub fn new(topic: &str, index: i32, log: Log, node_id: i32) -> Partition {
-        let local = LocalLog {
-            log_start_offset: log.log_start_offset(),
-            log_end_offset: log.log_end_offset(),
-            high_watermark: log.high_watermark(),
-            epochs: Default::default(),
-        };
-        let mut replica = ReplicaState::new(node_id, -1, PartitionConfig::default(), local);
+    pub fn new(topic: &str, topic_id: Uuid, index: i32, log: Log, node_id: i32) -> Partition {
+        let partition = Partition::new_replica(topic, topic_id, index, log, node_id, -1, PartitionConfig::default(), None);
         let alone = LeaderAndIsr {
             leader: node_id,
             leader_epoch: 0,
@@ -65,37 +75,168 @@ impl Partition {
             replicas: vec![node_id],
             isr: BTreeSet::from([node_id]),
         };
-        let effects = replica.apply_leader_and_isr(&alone, now_ms());
-        let partition = Partition {
-            topic: topic.to_string(),
-            index,
-            log,
-            leader_epoch: 0,
-            waiters: Waiters::default(),
-            replica: Mutex::new(replica),
-        };
-        partition.execute(effects);
+        partition.apply_leader_and_isr(&alone);
         partition
     }
 
-    /// Records were appended: the replica state machine decides how far they are committed.
+    /// A replica whose role the controller has yet to give ([`Partition::apply_leader_and_isr`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_replica(
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        log: Log,
+        node_id: i32,
+        broker_epoch: i64,
+        config: PartitionConfig,
+        events: Option<mpsc::UnboundedSender<ReplicaEvent>>,
+    ) -> Partition {
+        let epochs = tern_partition::LeaderEpochCache::from_entries(
+            log.epoch_entries().into_iter().map(|(epoch, start_offset)| tern_partition::EpochEntry { epoch, start_offset }),
+        );
+        let local = LocalLog {
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.log_end_offset(),
+            high_watermark: log.high_watermark(),
+            epochs,
+        };
+        Partition {
+            topic: topic.to_string(),
+            topic_id,
+            index,
+            log,
+            waiters: Waiters::default(),
+            replica: Mutex::new(ReplicaState::new(node_id, broker_epoch, config, local)),
+            produce_waiters: Mutex::new(HashMap::new()),
+            next_request_id: AtomicU64::new(0),
+            events,
+        }
+    }
+
+    /// The controller's state of this partition: become (or stay) leader or follower.
+    pub(crate) fn apply_leader_and_isr(&self, state: &LeaderAndIsr) {
+        let mut replica = self.replica();
+        let effects = replica.apply_leader_and_isr(state, now_ms());
+        self.execute(effects);
+    }
+
+    pub(crate) fn update_brokers(&self, brokers: BTreeMap<i32, tern_partition::BrokerRegistration>) {
+        self.replica().update_brokers(brokers);
+    }
+
+    pub(crate) fn alter_partition_completed(
+        &self,
+        proposal_id: tern_partition::ProposalId,
+        result: Result<LeaderAndIsr, i16>,
+    ) {
+        let mut replica = self.replica();
+        let effects = replica.alter_partition_completed(proposal_id, result, now_ms());
+        self.execute(effects);
+    }
+
+    /// Timers: ISR shrink, acks=all deadlines.
+    pub(crate) fn tick(&self) {
+        let mut replica = self.replica();
+        let effects = replica.tick(now_ms());
+        self.execute(effects);
+    }
+
+    /// The leader epoch this replica knows (stamped on appends when it leads).
+    pub fn leader_epoch(&self) -> i32 {
+        self.replica().leader_epoch()
+    }
+
+    /// (leader id, leader epoch, replicas, ISR) as this replica knows them.
+    pub(crate) fn leadership(&self) -> (Option<i32>, i32, Vec<i32>, Vec<i32>) {
+        let r = self.replica();
+        (r.leader_id(), r.leader_epoch(), r.replicas().to_vec(), r.isr().iter().copied().collect())
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.replica().is_leader()
+    }
+
+    /// Kafka's leader-epoch check of a request (see [`ReplicaState::check_leader_epoch`]).
+    pub(crate) fn check_leader_epoch(&self, current_leader_epoch: Option<i32>, require_leader: bool) -> Result<(), i16> {
+        self.replica().check_leader_epoch(current_leader_epoch, require_leader)
+    }
+
+    /// OffsetForLeaderEpoch on this replica.
+    pub(crate) fn last_offset_for_leader_epoch(
+        &self,
+        current_leader_epoch: Option<i32>,
+        leader_epoch: i32,
+        fetch_only_from_leader: bool,
+    ) -> Result<tern_partition::EpochEndOffset, i16> {
+        self.replica().last_offset_for_leader_epoch(current_leader_epoch, leader_epoch, fetch_only_from_leader)
+    }
+
+    /// Records were appended as leader: the replica state machine decides how far they are
+    /// committed; fetches waiting on this partition (followers among them) read again.
     pub(crate) fn appended(&self) {
         let mut replica = self.replica();
         let effects = replica.leader_appended(self.log.log_end_offset(), now_ms());
         self.execute(effects);
+        drop(replica);
+        self.wake_fetches();
+    }
+
+    /// An acks=all produce whose records end before `required_offset` waits for the ISR: the
+    /// receiver gets its error code (NONE once the high watermark passes it).
+    pub(crate) fn await_replication(&self, required_offset: i64, timeout_ms: i64) -> oneshot::Receiver<i16> {
+        let (tx, rx) = oneshot::channel();
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        self.produce_waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id, tx);
+        let mut replica = self.replica();
+        let effects = replica.await_replication(request_id, required_offset, now_ms().saturating_add(timeout_ms));
+        self.execute(effects);
+        rx
+    }
+
+    /// A follower's Fetch of this partition, on the leader.
+    pub(crate) fn follower_fetch(
+        &self,
+        fetch: &tern_partition::FollowerFetch,
+    ) -> Result<tern_partition::FollowerFetchAnswer, i16> {
+        let mut replica = self.replica();
+        let (answer, effects) = replica.follower_fetch(fetch, now_ms());
+        self.execute(effects);
+        answer
+    }
+
+    /// A follower's fetcher appended what the leader sent.
+    pub(crate) fn fetched_from_leader(&self, fetched: &tern_partition::FetchedFromLeader) {
+        let mut replica = self.replica();
+        let effects = replica.apply_fetch_response(fetched);
+        self.execute(effects);
+    }
+
+    /// A follower truncated its log (diverging epoch), or restarted it at `offset` (`fully`).
+    pub(crate) fn truncated(&self, offset: i64, fully: bool) {
+        let mut replica = self.replica();
+        let effects = if fully { replica.truncate_fully_and_start_at(offset) } else { replica.truncate_to(offset) };
+        self.execute(effects);
+    }
+
+    /// The latest leader epoch in this replica's log, and its log end offset (a follower's
+    /// fetch position).
+    pub(crate) fn fetch_position(&self) -> (Option<i32>, i64) {
+        let replica = self.replica();
+        (replica.epochs().latest_epoch(), replica.log_end_offset())
     }
 
     /// Kafka's checks before a leader appends (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS for
     /// acks=all under the effective `min.insync.replicas`, which is capped by the replication
     /// factor as in Kafka 3.7+). The topic's current setting is applied first.
-    pub(crate) fn check_append(&self, acks: i16, min_insync_replicas: i32) -> Result<(), i16> {
+    /// Returns the leader epoch to stamp on the append.
+    pub(crate) fn check_append(&self, acks: i16, min_insync_replicas: i32) -> Result<i32, i16> {
         let mut replica = self.replica();
         if replica.config().min_insync_replicas != min_insync_replicas {
             let config = PartitionConfig { min_insync_replicas, ..*replica.config() };
             let effects = replica.update_config(config, now_ms());
             self.execute(effects);
         }
-        replica.check_append(acks)
+        replica.check_append(acks).map(|()| replica.leader_epoch())
     }
 
     fn replica(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
@@ -106,14 +247,36 @@ impl Partition {
     /// changes reach the log in the order they were decided.
     fn execute(&self, effects: Vec<Effect>) {
         for effect in effects {
-            match effect {
+            let event = match effect {
                 Effect::HighWatermarkChanged { high_watermark } => {
                     self.log.set_high_watermark(high_watermark);
                     self.wake_fetches();
+                    continue;
                 }
-                // A single node has no followers, no controller and no acks=all waiters yet.
-                other => {
-                    tracing::debug!(topic = %self.topic, partition = self.index, ?other, "replica effect not used by a single node")
+                Effect::CompleteProduce { request_id, error_code } => {
+                    let waiter = self.produce_waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&request_id);
+                    // The produce may have stopped waiting (its connection closed).
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(error_code);
+                    }
+                    continue;
+                }
+                Effect::AlterPartition(proposal) => {
+                    ReplicaEvent::AlterPartition { topic: self.topic.clone(), index: self.index, proposal }
+                }
+                Effect::FetchFrom { leader_id, leader_epoch } => {
+                    ReplicaEvent::FetchFrom { topic: self.topic.clone(), index: self.index, leader_id, leader_epoch }
+                }
+                Effect::StopFetching => ReplicaEvent::StopFetching { topic: self.topic.clone(), index: self.index },
+            };
+            match &self.events {
+                Some(events) => {
+                    if events.send(event).is_err() {
+                        tracing::debug!(topic = %self.topic, partition = self.index, "replica event after the cluster runtime stopped");
+                    }
+                }
+                None => {
+                    tracing::debug!(topic = %self.topic, partition = self.index, ?event, "replica effect not used by a single node")
                 }
             }
         }
@@ -135,7 +298,11 @@ pub struct Topic {
     pub name: String,
     pub id: Uuid,
     pub configs: BTreeMap<String, String>,
+    /// The replicas this broker hosts, sorted by index: every partition on a single node,
+    /// those assigned to it in a cluster.
     pub partitions: Vec<Arc<Partition>>,
+    /// How many partitions the topic has (on every broker).
+    pub partition_count: i32,
     pub internal: bool,
     /// Why the whole topic is offline: its metadata file and its partition directories
     /// disagree (the reason names the files). Its partitions are then offline placeholders,
@@ -144,8 +311,9 @@ pub struct Topic {
 }
 
 impl Topic {
+    /// The local replica of partition `index`, if this broker hosts it.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        self.partitions.binary_search_by_key(&index, |p| p.index).ok().map(|i| &self.partitions[i])
     }
 }
 
@@ -328,6 +496,7 @@ impl TopicRegistry {
             id: meta.id,
             configs: meta.configs,
             partitions: parts,
+            partition_count: partitions,
             internal: is_internal(name),
             offline: None,
         });
@@ -339,7 +508,7 @@ impl TopicRegistry {
     pub fn add_partitions(&self, name: &str, total: i32, log_config: &LogConfig) -> Result<Arc<Topic>, TopicError> {
         let topic = self.get(name).ok_or_else(|| TopicError::UnknownTopic(name.into()))?;
         check_online(&topic)?;
-        let current = topic.partitions.len() as i32;
+        let current = topic.partition_count;
         if total <= current {
             return Err(TopicError::InvalidPartitions(format!(
                 "Topic currently has {current} partitions, which is higher than the requested {total}."
@@ -364,6 +533,7 @@ impl TopicRegistry {
             id: topic.id,
             configs: topic.configs.clone(),
             partitions: parts,
+            partition_count: total,
             internal: topic.internal,
             offline: None,
         });
@@ -385,6 +555,7 @@ impl TopicRegistry {
             id: topic.id,
             configs,
             partitions: topic.partitions.clone(),
+            partition_count: topic.partition_count,
             internal: topic.internal,
             offline: None,
         });
@@ -491,7 +662,7 @@ impl TopicRegistry {
                 break;
             }
             match Log::open(&dir, log_config.clone(), now_ms()) {
-                Ok(log) => parts.push(Arc::new(Partition::new(&meta.name, index, log, self.node_id))),
+                Ok(log) => parts.push(Arc::new(Partition::new(&meta.name, meta.id, index, log, self.node_id))),
                 Err(e) => {
                     result = Err((TopicError::from(e), Some(index)));
                     break;
@@ -571,7 +742,7 @@ pub(crate) fn meta_of(topic: &Topic) -> TopicMeta {
     TopicMeta {
         name: topic.name.clone(),
         id: topic.id,
-        partitions: topic.partitions.len() as i32,
+        partitions: topic.partition_count,
         configs: topic.configs.clone(),
         pending: None,
     }

@@ -117,7 +117,7 @@ pub(crate) async fn create_topics(
             Ok(partitions) => {
                 create_topic(broker, &name, partitions, configs.clone(), request.validate_only, &mut quota)
                     .await
-                    .map(|t| t.map_or((uuid::Uuid::nil(), partitions), |t| (t.id, t.partitions.len() as i32)))
+                    .map(|t| t.map_or((uuid::Uuid::nil(), partitions), |t| (t.id, t.partition_count)))
             }
             Err(e) => Err(e),
         };
@@ -192,7 +192,7 @@ pub(crate) async fn delete_topics(
                 let _guard = broker.admin_lock.lock().await;
                 result.name = Some(topic_name(&topic.name));
                 result.topic_id = topic.id;
-                let count = topic.partitions.len() as u64;
+                let count = topic.partition_count as u64;
                 if let Err(message) = quota.record(count) {
                     let (error, message) = refused(&topic.name, count, ResponseError::ThrottlingQuotaExceeded, message);
                     result.error_code = error.code();
@@ -268,7 +268,7 @@ async fn grow_topic(
         .topics
         .get(name)
         .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist.")))?;
-    let current = topic.partitions.len() as i32;
+    let current = topic.partition_count;
     if count < current {
         return Err((
             ResponseError::InvalidPartitions,

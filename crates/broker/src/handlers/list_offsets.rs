@@ -71,7 +71,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, ve
                     match found {
                         Ok(Some((offset, timestamp))) => {
                             // leader_epoch exists from v4; older versions must leave it at its default.
-                            let epoch = if version >= 4 { partition.leader_epoch } else { -1 };
+                            let epoch = if version >= 4 { partition.leader_epoch() } else { -1 };
                             r.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(epoch)
                         }
                         Ok(None) => r,

@@ -130,7 +130,7 @@ fn describe_topic(broker: &Broker, topic: &Topic, version: i16, with_operations:
                 .map(|p| {
                     let partition = MetadataResponsePartition::default()
                         .with_partition_index(p.index)
-                        .with_leader_epoch(p.leader_epoch)
+                        .with_leader_epoch(p.leader_epoch())
                         .with_replica_nodes(vec![node])
                         .with_isr_nodes(vec![node]);
                     if p.offline_reason().is_none() {

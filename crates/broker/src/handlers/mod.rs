@@ -135,11 +135,11 @@ pub(crate) fn requested_partition(
         Err(ResponseError::UnknownTopicOrPartition)
     } else if partition.offline_reason().is_some() {
         Err(ResponseError::KafkaStorageError)
-    } else if current_leader_epoch > partition.leader_epoch {
-        Err(ResponseError::UnknownLeaderEpoch)
-    } else if current_leader_epoch >= 0 && current_leader_epoch < partition.leader_epoch {
-        Err(ResponseError::FencedLeaderEpoch)
     } else {
+        let current = (current_leader_epoch >= 0).then_some(current_leader_epoch);
+        partition
+            .check_leader_epoch(current, true)
+            .map_err(|code| ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))?;
         Ok(partition)
     }
 }

@@ -1,14 +1,16 @@
 //! Produce: validate and append record batches; acks 0, 1 and -1.
 //!
-//! Tern is single-node for now, so the ISR is this broker alone and acks=-1 is satisfied by the
-//! local append (plus fsync where `flush.messages` asks for it): each partition's replica state
-//! machine (`tern_partition`) checks the append and moves the high watermark, and caps
-//! `min.insync.replicas` by the replication factor as Kafka 3.7+ does (`effectiveMinIsr`).
+//! Each partition's replica state machine (`tern_partition`) checks the append (leadership,
+//! `min.insync.replicas` capped by the replication factor as Kafka 3.7+ does) and moves the high
+//! watermark. acks=-1 waits until every ISR member has the records (on a single node, the ISR is
+//! this broker alone and the local append satisfies it), or answers REQUEST_TIMED_OUT after the
+//! request's `timeout_ms`, or NOT_LEADER_OR_FOLLOWER if leadership moves meanwhile.
 //! Batches are validated as Kafka's LogValidator does (`tern_storage`'s `validate.rs`); refused
 //! ones are answered with Kafka's error code, message and KIP-467 record errors (v8+), and logged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
@@ -16,6 +18,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use tern_storage::{inspect_produced, AppendOrigin, StorageError};
+use tokio::sync::oneshot;
 
 use super::metadata::str_bytes;
 use super::{blocking, requested_partition, Outcome};
@@ -61,8 +64,24 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
         log_refusal(&client, &format!("acks={acks} is not one of -1, 0, 1"));
         return respond_all(request, ResponseError::InvalidRequiredAcks, acks);
     }
+    let timeout_ms = i64::from(request.timeout_ms.max(0));
     let b = broker.clone();
-    let responses = blocking(move || append_all(&b, request, version)).await;
+    let (mut responses, waiting) = blocking(move || append_all(&b, request, version)).await;
+    // acks=all: each appended partition answers once the ISR has its records (Kafka's
+    // DelayedProduce); the replica state machine times it out at `timeout_ms`.
+    for (topic, partition, replicated) in waiting {
+        let code = match tokio::time::timeout(Duration::from_millis(timeout_ms as u64 + 1000), replicated).await {
+            Ok(Ok(code)) => code,
+            // The partition went away (deleted, or no longer hosted here) while it waited.
+            Ok(Err(_)) => ResponseError::NotLeaderOrFollower.code(),
+            Err(_) => ResponseError::RequestTimedOut.code(),
+        };
+        if code != 0 {
+            let r = &mut responses[topic].partition_responses[partition];
+            r.error_code = code;
+            r.base_offset = -1;
+        }
+    }
     let refused: Vec<String> = responses
         .iter()
         .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
@@ -92,13 +111,19 @@ fn log_refusal(client: &Client<'_>, reason: &str) {
     }
 }
 
-fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<TopicProduceResponse> {
+/// A partition's acks=all answer still to come: (topic index, partition index) in the response.
+type Waiting = Vec<(usize, usize, oneshot::Receiver<i16>)>;
+
+fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> (Vec<TopicProduceResponse>, Waiting) {
     let now = now_ms();
     let acks = request.acks;
-    request
+    let timeout_ms = i64::from(request.timeout_ms.max(0));
+    let mut waiting = Vec::new();
+    let responses = request
         .topic_data
         .into_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(topic_index, t)| {
             let topic = broker.topics.get(t.name.0.as_str());
             if topic.as_ref().is_some_and(|t| t.internal) {
                 return refuse_internal(t);
@@ -106,7 +131,8 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
             let partition_responses = t
                 .partition_data
                 .into_iter()
-                .map(|pd| {
+                .enumerate()
+                .map(|(partition_index, pd)| {
                     let mut r = PartitionProduceResponse::default()
                         .with_index(pd.index)
                         .with_base_offset(-1)
@@ -117,9 +143,10 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
                         Err(e) => return r.with_error_code(e.code()),
                     };
                     let min_insync = topic.as_ref().map_or(1, |t| min_insync_replicas(broker, t));
-                    if let Err(code) = partition.check_append(acks, min_insync) {
-                        return r.with_error_code(code);
-                    }
+                    let leader_epoch = match partition.check_append(acks, min_insync) {
+                        Ok(epoch) => epoch,
+                        Err(code) => return r.with_error_code(code),
+                    };
                     let Some(records) = pd.records else {
                         return r.with_error_code(ResponseError::InvalidRecord.code());
                     };
@@ -138,9 +165,13 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
                     // Ids at or above this were never issued; read before the append, so an id
                     // handed out meanwhile is not refused.
                     let origin = AppendOrigin::Client { producer_ids_below: broker.producer_ids.issued_below() };
-                    match partition.log.append_as(&records, partition.leader_epoch, now, origin) {
+                    match partition.log.append_as(&records, leader_epoch, now, origin) {
                         Ok(info) => {
                             partition.appended();
+                            if acks == -1 {
+                                let replicated = partition.await_replication(info.last_offset + 1, timeout_ms);
+                                waiting.push((topic_index, partition_index, replicated));
+                            }
                             r.base_offset = info.base_offset;
                             r.log_append_time_ms = info.log_append_time;
                             r.log_start_offset = info.log_start_offset;
@@ -157,7 +188,8 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> Vec<Top
                 .collect();
             TopicProduceResponse::default().with_name(t.name).with_partition_responses(partition_responses)
         })
-        .collect()
+        .collect();
+    (responses, waiting)
 }
 
 /// Kafka's answer to a client producing to an internal topic (ReplicaManager: only the broker
