@@ -394,15 +394,18 @@ fn cluster_settings(
         }
         for key in ["controller.quorum.voters", "controller.listener.names"] {
             if props.contains_key(key) {
-                return Err(ConfigError(format!("{key} is set but process.roles is not: set process.roles=broker,controller to run a cluster node")));
+                return Err(ConfigError(format!(
+                    "{key} is set but process.roles is not: set process.roles=broker,controller to run a cluster node"
+                )));
             }
         }
         return Ok(None);
     };
-    let voters = props
-        .get("controller.quorum.voters")
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| ConfigError("process.roles is set: controller.quorum.voters must name the controller voters (id@host:port,...)".into()))?;
+    let voters = props.get("controller.quorum.voters").filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+        ConfigError(
+            "process.roles is set: controller.quorum.voters must name the controller voters (id@host:port,...)".into(),
+        )
+    })?;
     let (host, port) = controller_listen.ok_or_else(|| {
         ConfigError("listeners must include the listener named by controller.listener.names (a controller node serves the quorum on it)".into())
     })?;

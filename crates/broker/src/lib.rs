@@ -2,6 +2,7 @@
 //! handler per Kafka API (`handlers/`). Storage I/O never runs on the tasks that serve
 //! sockets: handlers move it to tokio's blocking pool.
 
+pub mod cluster;
 pub mod config;
 mod connection_limits;
 pub mod datadir;
@@ -19,7 +20,7 @@ pub mod topics;
 mod waiters;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use config::{BrokerConfig, ConfigError};
@@ -44,6 +45,8 @@ pub struct Broker {
     _data_dir_lock: datadir::DataDirLock,
     /// KIP-599: partitions created, added or deleted per second and client id.
     mutation_quota: mutation_quota::MutationQuota,
+    /// Set once on a cluster node (`process.roles`), before it serves.
+    cluster: OnceLock<Arc<cluster::ClusterRuntime>>,
 }
 
 /// Why the broker cannot start; every message names the file or directory involved.
@@ -63,6 +66,9 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
         let lock = datadir::DataDirLock::acquire(&config.data_dir)?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir, config.node_id())?;
+        if config.cluster.is_some() {
+            return Ok(Self::open_cluster_node(config, cluster_id, lock)?);
+        }
         let topics = TopicRegistry::load(&config.data_dir, config.node_id(), |overrides| config.log_config(overrides))?;
         let offsets = offsets_topic::ensure_offsets_topic(&topics, &config)?;
         // Ids stay above every producer id in the logs, even if the block file was lost.
@@ -82,8 +88,52 @@ impl Broker {
                 producer_ids,
                 _data_dir_lock: lock,
                 mutation_quota,
+                cluster: OnceLock::new(),
             }
         }))
+    }
+
+    /// A cluster node starts with no topics: the metadata image assigns its replicas
+    /// ([`cluster::ClusterRuntime`]). A data directory a single-node broker used is refused
+    /// (its topics are not in any cluster's metadata).
+    fn open_cluster_node(
+        config: BrokerConfig,
+        cluster_id: String,
+        lock: datadir::DataDirLock,
+    ) -> Result<Arc<Broker>, StartError> {
+        let topics_dir = config.data_dir.join(topics::TOPICS_DIR);
+        if std::fs::read_dir(&topics_dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(StartError::DataDir(datadir::DataDirError::Invalid {
+                path: topics_dir,
+                message: "this data directory belongs to a single-node broker (its topics are not in the cluster's metadata); use an empty directory for a cluster node".into(),
+            }));
+        }
+        let topics = TopicRegistry::empty(&config.data_dir, config.node_id());
+        let producer_ids = producer_ids::ProducerIdAllocator::load(&config.data_dir, 0);
+        let group_config = groups::group_config(&config, 0);
+        let groups = Arc::new(GroupService::new(group_config, Vec::new(), Vec::new()));
+        let mutation_quota = mutation_quota::MutationQuota::new(&config);
+        Ok(Arc::new(Broker {
+            config,
+            topics,
+            cluster_id,
+            admin_lock: Mutex::new(()),
+            groups,
+            producer_ids,
+            _data_dir_lock: lock,
+            mutation_quota,
+            cluster: OnceLock::new(),
+        }))
+    }
+
+    /// This node's cluster runtime, `None` on a single node.
+    pub fn cluster(&self) -> Option<&Arc<cluster::ClusterRuntime>> {
+        self.cluster.get()
+    }
+
+    /// Attaches the cluster runtime (once, before serving).
+    pub fn set_cluster(&self, runtime: Arc<cluster::ClusterRuntime>) {
+        let _ = self.cluster.set(runtime);
     }
 
     /// Runs retention, time-based flushing, the log cleaner and the group coordinator's timers

@@ -76,6 +76,16 @@ struct Scan {
 }
 
 impl TopicRegistry {
+    /// A registry with no topics (a cluster node fills it from the metadata image).
+    pub fn empty(data_dir: &Path, node_id: i32) -> Self {
+        TopicRegistry {
+            data_dir: data_dir.to_path_buf(),
+            node_id,
+            by_name: RwLock::new(HashMap::new()),
+            remover: DirRemover::new(),
+        }
+    }
+
     /// Loads every topic under `data_dir`, recovering each partition log. Blocking. Fails only
     /// if the data directory itself cannot be read or changed (the error names the path).
     pub fn load(

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tern_partition::{Effect, LeaderAndIsr, LocalLog, Partition as ReplicaState, PartitionConfig, RequestId};
-use tokio::sync::{mpsc, oneshot};
 use tern_storage::{Log, LogConfig, StorageError};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::datadir::{self, DataDirError};
@@ -67,7 +67,8 @@ impl Partition {
     /// A partition led by this broker alone: replicas and ISR are `[node_id]`. Opening it
     /// commits what the log holds (with no followers the leader's log end is the HW).
     pub fn new(topic: &str, topic_id: Uuid, index: i32, log: Log, node_id: i32) -> Partition {
-        let partition = Partition::new_replica(topic, topic_id, index, log, node_id, -1, PartitionConfig::default(), None);
+        let partition =
+            Partition::new_replica(topic, topic_id, index, log, node_id, -1, PartitionConfig::default(), None);
         let alone = LeaderAndIsr {
             leader: node_id,
             leader_epoch: 0,
@@ -92,7 +93,9 @@ impl Partition {
         events: Option<mpsc::UnboundedSender<ReplicaEvent>>,
     ) -> Partition {
         let epochs = tern_partition::LeaderEpochCache::from_entries(
-            log.epoch_entries().into_iter().map(|(epoch, start_offset)| tern_partition::EpochEntry { epoch, start_offset }),
+            log.epoch_entries()
+                .into_iter()
+                .map(|(epoch, start_offset)| tern_partition::EpochEntry { epoch, start_offset }),
         );
         let local = LocalLog {
             log_start_offset: log.log_start_offset(),
@@ -157,7 +160,11 @@ impl Partition {
     }
 
     /// Kafka's leader-epoch check of a request (see [`ReplicaState::check_leader_epoch`]).
-    pub(crate) fn check_leader_epoch(&self, current_leader_epoch: Option<i32>, require_leader: bool) -> Result<(), i16> {
+    pub(crate) fn check_leader_epoch(
+        &self,
+        current_leader_epoch: Option<i32>,
+        require_leader: bool,
+    ) -> Result<(), i16> {
         self.replica().check_leader_epoch(current_leader_epoch, require_leader)
     }
 
@@ -610,6 +617,123 @@ impl TopicRegistry {
         }
         self.remover.remove_after(renamed, Duration::from_millis(file_delete_delay_ms.max(0) as u64));
         Ok(())
+    }
+
+    /// A cluster node's replica of `topic`-`index` as the metadata image assigns it: the local
+    /// replica if open, else its directory opened (if its `partition.metadata` names `id`) or
+    /// created. A directory naming another topic id makes the replica offline, naming the file;
+    /// it is never removed. Blocking.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ensure_cluster_replica(
+        &self,
+        name: &str,
+        id: Uuid,
+        index: i32,
+        partition_count: i32,
+        configs: &BTreeMap<String, String>,
+        config: &crate::BrokerConfig,
+        cluster: &crate::cluster::ClusterRuntime,
+    ) -> Result<Arc<Partition>, TopicError> {
+        let existing = self.get(name).filter(|t| t.id == id);
+        if let Some(p) = existing.as_ref().and_then(|t| t.partition(index)) {
+            if existing.as_ref().is_some_and(|t| t.partition_count == partition_count && &t.configs == configs) {
+                return Ok(p.clone());
+            }
+        }
+        let log_config = config.log_config(configs);
+        let partition = match existing.as_ref().and_then(|t| t.partition(index)) {
+            Some(p) => {
+                p.log.update_config(log_config.clone());
+                p.clone()
+            }
+            None => {
+                let dir = partition_dir(&self.data_dir, name, index);
+                let log = match datadir::read_partition_metadata(&dir) {
+                    datadir::Marker::Topic(found) if found == id => Log::open(&dir, log_config.clone(), now_ms())
+                        .unwrap_or_else(|e| {
+                            tracing::error!(dir = %dir.display(), error = %e,
+                                "partition cannot be opened: it is offline until repaired (see `tern log check`)");
+                            Log::offline(&dir, log_config.clone(), format!("cannot be opened: {e}"))
+                        }),
+                    datadir::Marker::Topic(found) => {
+                        let reason = format!(
+                            "{} names topic id {found}, but the metadata gives topic {name} the id {id}; left as it is",
+                            dir.join("partition.metadata").display()
+                        );
+                        tracing::error!(%reason, "replica offline");
+                        Log::offline(&dir, log_config.clone(), reason)
+                    }
+                    datadir::Marker::Unreadable(reason) => {
+                        tracing::error!(%reason, "replica offline");
+                        Log::offline(&dir, log_config.clone(), reason)
+                    }
+                    datadir::Marker::Absent if dir.exists() => {
+                        let reason =
+                            format!("{} exists without a partition.metadata file; left as it is", dir.display());
+                        tracing::error!(%reason, "replica offline");
+                        Log::offline(&dir, log_config.clone(), reason)
+                    }
+                    datadir::Marker::Absent => {
+                        datadir::create_partition_dir(&dir, id).map_err(|(e, _)| TopicError::from(e))?;
+                        datadir::sync_dir(&self.data_dir).map_err(TopicError::io(&self.data_dir))?;
+                        Log::open(&dir, log_config.clone(), now_ms())?
+                    }
+                };
+                let replica_config = PartitionConfig {
+                    replica_lag_time_max_ms: config.get_i64("replica.lag.time.max.ms").unwrap_or(30_000),
+                    min_insync_replicas: 1,
+                };
+                Arc::new(Partition::new_replica(
+                    name,
+                    id,
+                    index,
+                    log,
+                    self.node_id,
+                    cluster.broker_epoch(),
+                    replica_config,
+                    Some(cluster.events.clone()),
+                ))
+            }
+        };
+        let mut partitions: Vec<Arc<Partition>> = existing.as_ref().map(|t| t.partitions.clone()).unwrap_or_default();
+        if let Err(at) = partitions.binary_search_by_key(&index, |p| p.index) {
+            partitions.insert(at, partition.clone());
+        }
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id,
+            configs: configs.clone(),
+            partitions,
+            partition_count,
+            internal: is_internal(name),
+            offline: None,
+        });
+        self.by_name.write().unwrap().insert(name.to_string(), topic);
+        Ok(partition)
+    }
+
+    /// A cluster node drops its replicas of a topic the controller removed: each log is marked
+    /// deleted, its directory renamed to Kafka's delete name and removed after
+    /// `file.delete.delay.ms`.
+    pub(crate) fn drop_cluster_topic(&self, name: &str, file_delete_delay_ms: i64) {
+        let Some(topic) = self.by_name.write().unwrap().remove(name) else { return };
+        let mut renamed = Vec::new();
+        for p in &topic.partitions {
+            p.log.mark_deleted();
+            p.wake_fetches();
+            let from = partition_dir(&self.data_dir, name, p.index);
+            let to = self.data_dir.join(datadir::delete_dir_name(name, p.index));
+            match fs::rename(&from, &to) {
+                Ok(()) => renamed.push(to),
+                Err(e) => {
+                    tracing::error!(dir = %from.display(), error = %e, "cannot rename a deleted partition's directory; left in place")
+                }
+            }
+        }
+        if let Err(e) = datadir::sync_dir(&self.data_dir) {
+            tracing::error!(dir = %self.data_dir.display(), error = %e, "cannot fsync the data directory");
+        }
+        self.remover.remove_after(renamed, Duration::from_millis(file_delete_delay_ms.max(0) as u64));
     }
 
     /// Flushes and closes every log (graceful shutdown). Offline logs are left as they are.

@@ -134,6 +134,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ),
         None => tracing::info!("no open-file limit: partitions are not bounded by it"),
     }
+    let cluster = match broker.config.cluster.is_some() {
+        true => Some(tern_broker::cluster::start(&broker).await.map_err(anyhow::Error::msg)?),
+        false => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), cluster_id = broker.cluster_id, "tern broker started");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -141,6 +145,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let server = tokio::spawn(tern_broker::serve(listener, broker.clone(), shutdown_rx));
     wait_for_signal().await;
     tracing::info!("shutting down");
+    if let Some(cluster) = &cluster {
+        cluster.controlled_shutdown(std::time::Duration::from_secs(10)).await;
+    }
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     background.abort();

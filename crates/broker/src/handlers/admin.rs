@@ -85,6 +85,9 @@ pub(crate) async fn create_topics(
     version: i16,
     client_id: &str,
 ) -> CreateTopicsResponse {
+    if let Some(cluster) = broker.cluster() {
+        return super::cluster_admin::create_topics(cluster, request).await;
+    }
     let mut response = CreateTopicsResponse::default();
     let mut quota = broker.mutation_quota.for_request(client_id, version >= 6);
     for t in request.topics {
@@ -160,6 +163,9 @@ pub(crate) async fn delete_topics(
     version: i16,
     client_id: &str,
 ) -> DeleteTopicsResponse {
+    if let Some(cluster) = broker.cluster() {
+        return super::cluster_admin::delete_topics(cluster, request, version).await;
+    }
     let mut response = DeleteTopicsResponse::default();
     let mut quota = broker.mutation_quota.for_request(client_id, version >= 5);
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
@@ -230,6 +236,9 @@ pub(crate) async fn create_partitions(
     version: i16,
     client_id: &str,
 ) -> CreatePartitionsResponse {
+    if let Some(cluster) = broker.cluster() {
+        return super::cluster_admin::create_partitions(cluster, request).await;
+    }
     let mut response = CreatePartitionsResponse::default();
     let mut quota = broker.mutation_quota.for_request(client_id, version >= 3);
     for t in request.topics {
@@ -297,6 +306,9 @@ async fn grow_topic(
 }
 
 pub(crate) fn describe_cluster(broker: &Arc<Broker>, request: DescribeClusterRequest) -> DescribeClusterResponse {
+    if let Some(cluster) = broker.cluster() {
+        return super::cluster_admin::describe_cluster(cluster, &broker.cluster_id, request);
+    }
     let node = BrokerId(broker.config.node_id());
     let mut response = DescribeClusterResponse::default();
     if request.include_cluster_authorized_operations {

@@ -32,6 +32,17 @@ struct Wanted {
     fetch_offset: i64,
     partition_max_bytes: usize,
     current_leader_epoch: i32,
+    last_fetched_epoch: i32,
+    log_start_offset: i64,
+}
+
+/// A fetch from a follower broker (Kafka's `replica_id` >= 0): it reads up to the log end,
+/// and tells the leader how far the follower has got.
+#[derive(Clone, Copy)]
+struct Follower {
+    replica_id: i32,
+    /// Fetch v15+ (KIP-903); -1 before.
+    broker_epoch: i64,
 }
 
 static OLD_VERSION_LOG: LogLimiter = LogLimiter::new();
@@ -66,6 +77,8 @@ pub(crate) async fn handle(
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes.max(0) as usize,
                 current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
+                log_start_offset: p.log_start_offset,
             });
         }
     }
@@ -97,6 +110,11 @@ pub(crate) async fn handle(
         return response;
     }
     let wanted = Arc::new(wanted);
+    let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+    let follower = (replica_id >= 0).then_some(Follower {
+        replica_id,
+        broker_epoch: if version >= 15 { request.replica_state.replica_epoch } else { -1 },
+    });
     // v0-2 have no max_bytes (it decodes as i32::MAX); every version is capped by the broker's.
     let max_bytes = (request.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes());
     let min_bytes = (request.min_bytes.max(0) as usize).min(max_bytes);
@@ -112,7 +130,7 @@ pub(crate) async fn handle(
     }
     let results = loop {
         let (b, w) = (broker.clone(), wanted.clone());
-        let results = blocking(move || read_all(&b, &w, max_bytes, use_ids)).await;
+        let results = blocking(move || read_all(&b, &w, max_bytes, use_ids, follower)).await;
         let total: usize = results.iter().map(|r| r.records.as_ref().map_or(0, |r| r.len())).sum();
         let any_error = results.iter().any(|r| r.error_code != 0);
         if total >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
@@ -121,7 +139,7 @@ pub(crate) async fn handle(
         if tokio::time::timeout_at(deadline, waker.notified()).await.is_err() {
             // Timed out: answer with what there is (read again: something may just have arrived).
             let (b, w) = (broker.clone(), wanted.clone());
-            break blocking(move || read_all(&b, &w, max_bytes, use_ids)).await;
+            break blocking(move || read_all(&b, &w, max_bytes, use_ids, follower)).await;
         }
     };
     for (w, data) in wanted.iter().zip(results) {
@@ -131,7 +149,13 @@ pub(crate) async fn handle(
     response
 }
 
-fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, use_ids: bool) -> Vec<PartitionData> {
+fn read_all(
+    broker: &Broker,
+    wanted: &[Wanted],
+    max_bytes: usize,
+    use_ids: bool,
+    follower: Option<Follower>,
+) -> Vec<PartitionData> {
     let mut remaining = max_bytes;
     let mut first_data = true;
     wanted
@@ -148,6 +172,14 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, use_ids: bool)
             };
             if use_ids && topic.id != w.topic_id {
                 return data.with_error_code(unknown.code());
+            }
+            if let Some(follower) = follower {
+                let limit = w.partition_max_bytes.min(remaining);
+                let data = read_for_follower(&topic, w, follower, limit, first_data, data);
+                let read = data.records.as_ref().map_or(0, |r| r.len());
+                remaining = remaining.saturating_sub(read);
+                first_data &= read == 0;
+                return data;
             }
             let partition = match requested_partition(Some(&topic), w.partition, w.current_leader_epoch) {
                 Ok(partition) => partition,
@@ -182,4 +214,53 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, use_ids: bool)
             data
         })
         .collect()
+}
+
+/// A follower's read of one partition (Kafka's `fetchRecords` for a replica): the replica state
+/// machine records the follower's position (which may move the high watermark and answer
+/// acks=all produces), then the log is read up to its end, or a diverging epoch is answered.
+fn read_for_follower(
+    topic: &crate::topics::Topic,
+    w: &Wanted,
+    follower: Follower,
+    limit: usize,
+    min_one: bool,
+    mut data: PartitionData,
+) -> PartitionData {
+    let Some(partition) = topic.partition(w.partition) else {
+        return data.with_error_code(ResponseError::NotLeaderOrFollower.code());
+    };
+    if partition.offline_reason().is_some() {
+        return data.with_error_code(ResponseError::KafkaStorageError.code());
+    }
+    let fetch = tern_partition::FollowerFetch {
+        replica_id: follower.replica_id,
+        broker_epoch: follower.broker_epoch,
+        current_leader_epoch: (w.current_leader_epoch >= 0).then_some(w.current_leader_epoch),
+        fetch_offset: w.fetch_offset,
+        last_fetched_epoch: (w.last_fetched_epoch >= 0).then_some(w.last_fetched_epoch),
+        log_start_offset: w.log_start_offset,
+    };
+    let answer = match partition.follower_fetch(&fetch) {
+        Ok(answer) => answer,
+        Err(code) => return data.with_error_code(code),
+    };
+    let log = &partition.log;
+    data.high_watermark = log.high_watermark();
+    data.last_stable_offset = data.high_watermark;
+    data.log_start_offset = log.log_start_offset();
+    if let Some(diverging) = answer.diverging_epoch {
+        data.diverging_epoch.epoch = diverging.leader_epoch;
+        data.diverging_epoch.end_offset = diverging.end_offset;
+        data.records = Some(Default::default());
+        return data;
+    }
+    match log.read(w.fetch_offset, limit, i64::MAX, min_one) {
+        Ok(read) => data.records = Some(read.records),
+        Err(e) => {
+            data.error_code = storage_error_code(&e).code();
+            data.records = Some(Default::default());
+        }
+    }
+    data
 }

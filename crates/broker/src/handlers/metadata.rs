@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::admin::create_topic;
+use crate::cluster::ClusterRuntime;
 use crate::topics::Topic;
 use crate::Broker;
 
@@ -51,6 +52,9 @@ pub(crate) async fn handle(
     version: i16,
     client_id: &str,
 ) -> MetadataResponse {
+    if let Some(cluster) = broker.cluster() {
+        return cluster_metadata(broker, cluster, request, version).await;
+    }
     let node = BrokerId(broker.config.node_id());
     let mut response = MetadataResponse::default();
     response.brokers = vec![MetadataResponseBroker::default()
@@ -143,6 +147,121 @@ fn describe_topic(broker: &Broker, topic: &Topic, version: i16, with_operations:
                         partition.with_offline_replicas(vec![node])
                     } else {
                         partition
+                    }
+                })
+                .collect(),
+        )
+}
+
+/// Metadata on a cluster node: everything from the committed image this broker applied, so every
+/// broker answers alike. A topic that does not exist is created through the controller when
+/// auto-creation is on, and answered LEADER_NOT_AVAILABLE until its leaders are elected (the
+/// client asks again), as Kafka does.
+async fn cluster_metadata(
+    broker: &Arc<Broker>,
+    cluster: &Arc<ClusterRuntime>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let image = cluster.image();
+    let mut response = MetadataResponse::default();
+    response.brokers = image
+        .unfenced_brokers()
+        .filter_map(|b| {
+            let endpoint = b.endpoints.first()?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(str_bytes(&endpoint.host))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(b.rack.as_deref().map(str_bytes)),
+            )
+        })
+        .collect();
+    response.cluster_id = Some(str_bytes(&broker.cluster_id));
+    response.controller_id = BrokerId(cluster.controller_leader().unwrap_or(-1));
+    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
+    let topic_operations = version >= 8 && request.include_topic_authorized_operations;
+    let requested = match request.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let Some(requested) = requested else {
+        response.topics = image.topics().map(|t| describe_image_topic(&image, t, version, topic_operations)).collect();
+        response.topics.sort_by(|a, b| a.name.cmp(&b.name));
+        return response;
+    };
+    let auto_create = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
+    let mut to_create = Vec::new();
+    for wanted in requested {
+        let entry = match wanted.name {
+            Some(name) => match image.topic_by_name(name.0.as_str()) {
+                Some(t) => describe_image_topic(&image, t, version, topic_operations),
+                None if auto_create && crate::topics::validate_topic_name(name.0.as_str()).is_ok() => {
+                    to_create.push(name.0.as_str().to_string());
+                    error_topic(Some(name.0.as_str()), Uuid::nil(), ResponseError::LeaderNotAvailable)
+                }
+                None => error_topic(Some(name.0.as_str()), Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+            },
+            None => match image.topic(wanted.topic_id) {
+                Some(t) => describe_image_topic(&image, t, version, topic_operations),
+                None => error_topic(None, wanted.topic_id, ResponseError::UnknownTopicId),
+            },
+        };
+        response.topics.push(entry);
+    }
+    if !to_create.is_empty() {
+        let topics = to_create.iter().map(|n| tern_controller::CreatableTopic::new(n, -1, -1)).collect();
+        match cluster.client.create_topics(topics, false).await {
+            Ok(results) => {
+                for r in results.iter().filter(|r| r.error_code != 0 && r.error_code != 36) {
+                    tracing::warn!(
+                        topic = r.name,
+                        error = crate::errors::error_name(r.error_code),
+                        "auto-creation refused by the controller"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "auto-creation failed: the controller cannot be reached"),
+        }
+    }
+    response
+}
+
+fn describe_image_topic(
+    image: &tern_metadata::MetadataImage,
+    topic: &tern_metadata::TopicImage,
+    version: i16,
+    with_operations: bool,
+) -> MetadataResponseTopic {
+    let operations = if with_operations { TOPIC_OPERATIONS } else { i32::MIN };
+    let ids = |v: &[i32]| v.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
+    MetadataResponseTopic::default()
+        .with_topic_authorized_operations(operations)
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(topic.id)
+        .with_is_internal(crate::topics::is_internal(&topic.name))
+        .with_partitions(
+            topic
+                .partitions
+                .iter()
+                .map(|(&index, p)| {
+                    let offline: Vec<i32> =
+                        p.replicas.iter().copied().filter(|&r| image.broker(r).is_none_or(|b| b.fenced)).collect();
+                    let partition = MetadataResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_leader_id(BrokerId(p.leader))
+                        .with_leader_epoch(p.leader_epoch)
+                        .with_replica_nodes(ids(&p.replicas))
+                        .with_isr_nodes(ids(&p.isr))
+                        .with_offline_replicas(if version >= 5 { ids(&offline) } else { Vec::new() });
+                    if p.has_leader() {
+                        partition
+                    } else {
+                        partition.with_error_code(ResponseError::LeaderNotAvailable.code())
                     }
                 })
                 .collect(),

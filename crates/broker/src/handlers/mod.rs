@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod api_versions;
+mod cluster_admin;
 pub(crate) mod configs;
 pub(crate) mod fetch;
 pub(crate) mod groups;

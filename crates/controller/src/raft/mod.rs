@@ -21,6 +21,7 @@ pub mod codec;
 mod log_store;
 mod network;
 mod node;
+mod setup;
 mod state_machine;
 mod tcp;
 
