@@ -381,12 +381,21 @@ fn log_tail(path: &Path, lines: usize) -> String {
     match read() {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();
-            let tail = &all[all.len().saturating_sub(lines)..];
+            let start = all.len().saturating_sub(lines);
+            let tail = &all[start..];
             if tail.is_empty() {
-                format!("--- {} is empty", path.display())
-            } else {
-                format!("--- last {} lines of {} ---\n{}", tail.len(), path.display(), tail.join("\n"))
+                return format!("--- {} is empty", path.display());
             }
+            let mut out = String::new();
+            // A backtrace can fill the tail: name the error it belongs to.
+            let is_error = |l: &str| l.starts_with("Error:") || l.contains(" ERROR ") || l.contains("panicked at");
+            if let Some(e) =
+                all[..start].iter().rev().find(|l| is_error(l)).filter(|_| !tail.iter().any(|l| is_error(l)))
+            {
+                out.push_str(&format!("--- last error in {} ---\n{e}\n", path.display()));
+            }
+            out.push_str(&format!("--- last {} lines of {} ---\n{}", tail.len(), path.display(), tail.join("\n")));
+            out
         }
         Err(e) => format!("--- {} cannot be read: {e}", path.display()),
     }
@@ -523,6 +532,11 @@ fn start_node(paths: &Paths, layout: &Layout, node: &NodePorts, exe: &Path) -> R
     let err = log.try_clone().with_context(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("serve").arg("--config").arg(&config).stdin(Stdio::null()).stdout(log).stderr(err);
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // With RUST_BACKTRACE=1 a start-up error would end in a backtrace of where anyhow built
+        // it, pushing the error itself out of the log tail `up` shows; panics keep theirs.
+        cmd.env("RUST_LIB_BACKTRACE", "0");
+    }
     // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
@@ -834,6 +848,23 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         assert_eq!(l.bootstrap(), "127.0.0.1:40001,127.0.0.1:40003,127.0.0.1:40005");
+    }
+
+    #[test]
+    fn a_log_tail_ending_in_a_backtrace_names_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("tern.log");
+        let mut text = String::from("INFO starting\nError: binding 127.0.0.1:1: Address in use\n\nStack backtrace:\n");
+        for i in 0..30 {
+            text.push_str(&format!("  {i}: frame\n"));
+        }
+        std::fs::write(&log, text).unwrap();
+        let tail = log_tail(&log, 20);
+        assert!(tail.contains("last error in") && tail.contains("Error: binding 127.0.0.1:1"), "{tail}");
+        assert!(tail.ends_with("  29: frame") && !tail.contains("  9: frame"), "{tail}");
+        std::fs::write(&log, "one\ntwo\n").unwrap();
+        assert!(log_tail(&log, 20).ends_with("one\ntwo"));
+        assert!(log_tail(&dir.path().join("missing"), 20).contains("cannot be read"));
     }
 
     #[test]
