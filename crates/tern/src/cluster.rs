@@ -650,10 +650,19 @@ fn node_roles(paths: &Paths, id: u32) -> String {
         .unwrap_or_else(|| ROLES.to_string())
 }
 
+/// Whether process `pid` is stopped by a signal (state `T` in /proc/PID/stat).
+fn is_suspended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+        .unwrap_or(false)
+}
+
 async fn status(dir: &Path) -> Result<()> {
     let paths = Paths::new(dir)?;
     let layout = paths.read_layout()?;
-    println!("Cluster in {} ({} nodes)", paths.dir.display(), layout.nodes.len());
+    let n = layout.nodes.len();
+    println!("Cluster in {} ({n} node{})", paths.dir.display(), if n == 1 { "" } else { "s" });
     let rows: Vec<[String; 6]> = layout
         .nodes
         .iter()
@@ -665,7 +674,12 @@ async fn status(dir: &Path) -> Result<()> {
                 kafka_addr(n),
                 format!("127.0.0.1:{}", n.controller_port),
                 pid.map_or("-".to_string(), |p| p.to_string()),
-                if pid.is_some() { "running" } else { "stopped" }.to_string(),
+                match pid {
+                    Some(p) if is_suspended(p) => "running (suspended: SIGSTOP)",
+                    Some(_) => "running",
+                    None => "stopped",
+                }
+                .to_string(),
             ]
         })
         .collect();
