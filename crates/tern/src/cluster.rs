@@ -215,7 +215,7 @@ impl Layout {
 
     /// `127.0.0.1:K1,127.0.0.1:K2,...`
     pub fn bootstrap(&self) -> String {
-        self.nodes.iter().map(|n| kafka_addr(n)).collect::<Vec<_>>().join(",")
+        self.nodes.iter().map(kafka_addr).collect::<Vec<_>>().join(",")
     }
 
     /// Node `node`'s server.properties, with `data_dir` as its log.dirs.
@@ -353,7 +353,7 @@ pub fn is_node_cmdline(cmdline: &[u8], config: &Path) -> bool {
     let want = config.as_os_str().as_bytes();
     let mut long = b"--config=".to_vec();
     long.extend_from_slice(want);
-    args.windows(2).any(|w| w[0] == b"--config" && w[1] == want) || args.iter().any(|a| *a == long.as_slice())
+    args.windows(2).any(|w| w[0] == b"--config" && w[1] == want) || args.contains(&long.as_slice())
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so a reader never sees half.
