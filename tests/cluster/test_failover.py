@@ -50,8 +50,8 @@ def test_killing_a_leader_under_acks_all_loses_nothing(running_cluster):
         assert gap <= RESUME_WITHIN, (f"{TOPIC}-0: {gap:.1f}s between the last ack before killing node {leader} "
                                       f"and the first after (leader now {c.leader_of(TOPIC, 0)})")
         # The node that answers Metadata may learn of the new leader a little after the producer.
-        leaders = []
-        wait_for(f"metadata naming a new leader of {TOPIC}-0", lambda: leaders.append(c.leader_of(TOPIC, 0))
+        leaders, admin = [], c.admin()
+        wait_for(f"metadata naming a new leader of {TOPIC}-0", lambda: leaders.append(c.leader_of(TOPIC, 0, admin))
                  or leaders[-1] not in (leader, -1), RESUME_WITHIN, lambda: f"(last seen {leaders[-3:]})")
 
         # The killed node comes back (`tern cluster up` starts only it) and catches up.
