@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli_client;
+mod cluster;
 mod log_tool;
 mod serve;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Check or truncate the partition logs of a stopped broker's data directory.
     #[command(subcommand)]
     Log(log_tool::LogCommand),
+    /// Run a local multi-node cluster: `up`, `status`, `down`.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() -> Result<()> {
@@ -60,6 +64,7 @@ fn main() -> Result<()> {
             Command::Group(cmd) => cli_client::group(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Log(cmd) => log_tool::run(cmd),
+            Command::Cluster(cmd) => cluster::run(cmd).await,
         }
     })
 }
