@@ -480,6 +480,7 @@ async fn up(args: UpArgs) -> Result<()> {
         layout
     };
 
+    format_nodes(&paths, &layout)?;
     // Start the nodes that are not running.
     let exe = std::env::current_exe().context("finding the tern executable")?;
     let mut started: BTreeMap<u32, Child> = BTreeMap::new();
@@ -502,6 +503,27 @@ async fn up(args: UpArgs) -> Result<()> {
 
     wait_until_serving(&paths, &layout, &mut started, Duration::from_secs(args.timeout)).await?;
     println!("{}", layout.bootstrap());
+    Ok(())
+}
+
+/// Kafka's `kafka-storage format`: every node's data directory gets a `meta.properties` naming
+/// the same cluster id (a node's own file is never rewritten), so all nodes report one cluster.
+fn format_nodes(paths: &Paths, layout: &Layout) -> Result<()> {
+    let meta = |id: u32| paths.data(id).join("meta.properties");
+    let existing = layout.nodes.iter().find_map(|n| {
+        let text = std::fs::read_to_string(meta(n.id)).ok()?;
+        tern_broker::config::parse_properties(&text).remove("cluster.id").filter(|id| !id.is_empty())
+    });
+    let cluster_id = existing.unwrap_or_else(|| tern_broker::datadir::kafka_uuid_string(uuid::Uuid::new_v4()));
+    for node in &layout.nodes {
+        let path = meta(node.id);
+        if path.exists() {
+            continue;
+        }
+        std::fs::create_dir_all(paths.data(node.id)).with_context(|| format!("creating {}", paths.data(node.id).display()))?;
+        let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={}\n", node.id);
+        write_atomic(&path, &text)?;
+    }
     Ok(())
 }
 
