@@ -161,9 +161,10 @@ impl ControllerClient {
                         last_error = format!("voter {id}: {reason}");
                     }
                     Ok(response) if response.is_not_controller() => {
-                        hint =
-                            leader_hint(response.tagged_fields()).filter(|h| *h != id && self.voters.contains_key(h));
-                        last_error = format!("voter {id} is not the active controller (leader: {hint:?})");
+                        let named = leader_hint(response.tagged_fields());
+                        last_error =
+                            format!("voter {id} is not the active controller (it names {named:?} as the leader)");
+                        hint = named.filter(|h| *h != id && self.voters.contains_key(h));
                     }
                     Ok(response) => {
                         *self.leader.lock().unwrap() = Some(id);
