@@ -44,6 +44,10 @@ struct Cluster {
 impl Cluster {
     /// `n` in-memory voters, each serving the quorum port and running its ticker.
     async fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, ControllerConfig::default()).await
+    }
+
+    async fn start_with(n: u64, config: ControllerConfig) -> Cluster {
         let mut listeners = BTreeMap::new();
         for id in 1..=n {
             listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -53,7 +57,7 @@ impl Cluster {
         let mut voters = BTreeMap::new();
         for (id, listener) in listeners {
             let network = TcpNetwork::new(addrs.clone()).with_request_timeout(Duration::from_secs(2));
-            let config = ControllerConfig { seed: id, ..Default::default() };
+            let config = ControllerConfig { seed: id, ..config.clone() };
             let (log, sm) = (LogStore::in_memory(), StateMachineStore::in_memory());
             let node = ControllerNode::start(id, raft_config(1000, None), network, log, sm, config).await.unwrap();
             let node = Arc::new(node);
@@ -435,6 +439,23 @@ async fn garbage_controller_requests_close_the_connection_and_the_controller_kee
         let created = cluster.client().create_topics(vec![CreatableTopic::new("still", 1, 1)], true).await.unwrap();
         // No broker is registered: the request was served, and refused.
         assert_eq!(created[0].error_code, errors::INVALID_REPLICATION_FACTOR);
+        cluster.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ticker_fences_a_broker_whose_session_expired() {
+    bounded(async {
+        let config = ControllerConfig { broker_session_timeout_ms: 300, ..Default::default() };
+        let cluster = Cluster::start_with(3, config).await;
+        let client = cluster.client();
+        let leader = cluster.leader().await;
+        register_brokers(&client, &cluster.voters[&leader].node, 1).await;
+        // No more heartbeats: every voter sees broker 1 fenced, by the leader's ticker alone.
+        for voter in cluster.voters.values() {
+            committed_when(&voter.node, |image| image.broker(1).filter(|b| b.fenced).map(|_| ())).await;
+        }
         cluster.shutdown().await;
     })
     .await
