@@ -6,6 +6,7 @@ mod quorum_common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -27,7 +28,7 @@ async fn bounded<F: Future>(test: F) -> F::Output {
 }
 
 struct Voter {
-    node: ControllerNode,
+    node: Arc<ControllerNode>,
     server: QuorumServer,
 }
 
@@ -69,7 +70,8 @@ impl TcpCluster {
         let node = ControllerNode::start(id, raft_config(self.snapshot_every, Some(256)), network, log, sm, config)
             .await
             .unwrap();
-        let server = QuorumServer::serve(listener, node.raft().clone()).unwrap();
+        let node = Arc::new(node);
+        let server = QuorumServer::serve(listener, node.clone()).unwrap();
         self.voters.insert(id, Voter { node, server });
     }
 

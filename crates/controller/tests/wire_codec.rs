@@ -94,3 +94,27 @@ fn replies_round_trip_and_no_cut_of_one_decodes() {
         }
     }
 }
+
+#[test]
+fn controller_frames_round_trip_and_are_told_apart_from_raft_rpcs() {
+    use tern_controller::raft::codec::{
+        decode_controller_reply, decode_controller_request, encode_controller_reply, encode_controller_request,
+        is_controller_message,
+    };
+    let request = encode_controller_request(7, 63, 1, b"body");
+    assert!(is_controller_message(&request));
+    assert_eq!(decode_controller_request(&request).unwrap(), (7, 63, 1, &b"body"[..]));
+    // The header cut short does not decode; a Raft RPC is no controller request.
+    for cut in 0..9 {
+        assert!(decode_controller_request(&request[..cut]).is_err(), "{cut} bytes");
+    }
+    assert!(decode_request(&request).is_err());
+    for raft in requests() {
+        let bytes = encode_request(3, &raft);
+        assert!(!is_controller_message(&bytes));
+        assert!(decode_controller_request(&bytes).is_err());
+    }
+    let reply = encode_controller_reply(7, b"answer");
+    assert_eq!(decode_controller_reply(&reply).unwrap(), (7, &b"answer"[..]));
+    assert!(decode_controller_reply(&reply[..4]).is_err());
+}

@@ -384,3 +384,58 @@ fn end(r: &Reader) -> Result<(), DecodeError> {
         Err(DecodeError::TrailingBytes(r.0.len()))
     }
 }
+
+/// The kind of a controller request and of its reply: a Kafka request for the active
+/// controller (see [`super::rpc`]).
+pub const KIND_CONTROLLER: u8 = 0x10;
+
+/// Whether a wire message is a controller request (or reply) rather than a Raft RPC.
+pub fn is_controller_message(payload: &[u8]) -> bool {
+    payload.first() == Some(&KIND_CONTROLLER)
+}
+
+/// `[u8 KIND_CONTROLLER][u32 correlation id][i16 api key][i16 api version][request body]`, the
+/// body being the Kafka request encoded in that version, without a request header.
+pub fn encode_controller_request(correlation_id: u32, api_key: i16, api_version: i16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + body.len());
+    let mut w = Writer(&mut out);
+    w.u8(KIND_CONTROLLER);
+    w.u32(correlation_id);
+    w.i16(api_key);
+    w.i16(api_version);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The correlation id, api key, api version and request body of a controller request.
+pub fn decode_controller_request(payload: &[u8]) -> Result<(u32, i16, i16, &[u8]), DecodeError> {
+    let mut r = Reader(payload);
+    if r.u8()? != KIND_CONTROLLER {
+        return Err(DecodeError::Invalid("request kind"));
+    }
+    let correlation_id = r.u32()?;
+    let api_key = r.i16()?;
+    let api_version = r.i16()?;
+    Ok((correlation_id, api_key, api_version, r.0))
+}
+
+/// `[u8 KIND_CONTROLLER][u32 correlation id][response body]`, the body being the Kafka
+/// response encoded in the request's version, without a response header.
+pub fn encode_controller_reply(correlation_id: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + body.len());
+    let mut w = Writer(&mut out);
+    w.u8(KIND_CONTROLLER);
+    w.u32(correlation_id);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The correlation id and response body of a controller reply.
+pub fn decode_controller_reply(payload: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    let mut r = Reader(payload);
+    if r.u8()? != KIND_CONTROLLER {
+        return Err(DecodeError::Invalid("reply kind"));
+    }
+    let correlation_id = r.u32()?;
+    Ok((correlation_id, r.0))
+}

@@ -17,10 +17,12 @@
 // openraft's traits return its large error types; helpers return them too, as its examples do.
 #![allow(clippy::result_large_err)]
 
+mod client;
 pub mod codec;
 mod log_store;
 mod network;
 mod node;
+pub mod rpc;
 mod setup;
 mod state_machine;
 mod tcp;
@@ -29,9 +31,10 @@ use std::io::Cursor;
 
 use tern_metadata::MetadataRecord;
 
+pub use client::{ControllerClient, ControllerClientError, RETRY_BACKOFF};
 pub use log_store::LogStore;
 pub use network::Router;
-pub use node::{ControllerNode, NodeError};
+pub use node::{now_ms, ControllerNode, NodeError, QuorumInfo, ReplicaState, MAX_TICK_INTERVAL};
 pub use state_machine::{CommittedState, StateMachineStore};
 pub use tcp::{
     parse_quorum_voters, QuorumServer, TcpConnection, TcpNetwork, VotersError, DEFAULT_REQUEST_TIMEOUT, MAX_FRAME_BYTES,

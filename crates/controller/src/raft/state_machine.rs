@@ -11,6 +11,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use tern_metadata::codec::{Reader, Writer};
 use tern_metadata::MetadataImage;
+use tokio::sync::watch;
 
 use super::codec;
 use super::{BatchApplied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -34,6 +35,8 @@ pub struct StateMachineStore {
     /// The current snapshot: its meta and the encoded image.
     snapshot: Arc<RwLock<Option<StoredSnapshot>>>,
     dir: Option<PathBuf>,
+    /// The image's offset, sent after every applied batch and installed snapshot.
+    applied: Arc<watch::Sender<i64>>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -42,7 +45,12 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
 
 impl StateMachineStore {
     pub fn in_memory() -> Self {
-        StateMachineStore { state: Default::default(), snapshot: Default::default(), dir: None }
+        StateMachineStore {
+            state: Default::default(),
+            snapshot: Default::default(),
+            dir: None,
+            applied: Arc::new(watch::channel(MetadataImage::new().offset()).0),
+        }
     }
 
     /// A state machine whose snapshots are persisted under `dir`, starting from the last one.
@@ -65,12 +73,23 @@ impl StateMachineStore {
         self.state.clone()
     }
 
+    /// The committed image's offset ([`MetadataImage::offset`]), sent after every batch of
+    /// entries the state machine applies and every snapshot it installs (even when the offset
+    /// stays the same, as for a blank entry), after the new state is readable.
+    pub fn applied(&self) -> watch::Receiver<i64> {
+        self.applied.subscribe()
+    }
+
     fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), tern_metadata::SnapshotError> {
         let image = MetadataImage::decode_snapshot(data)?;
-        let mut state = self.state.write().unwrap();
-        state.image = image;
-        state.last_applied = meta.last_log_id;
-        state.last_membership = meta.last_membership.clone();
+        let offset = image.offset();
+        {
+            let mut state = self.state.write().unwrap();
+            state.image = image;
+            state.last_applied = meta.last_log_id;
+            state.last_membership = meta.last_membership.clone();
+        }
+        self.applied.send_replace(offset);
         Ok(())
     }
 
@@ -120,6 +139,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut state = self.state.write().unwrap();
         let mut answers = Vec::new();
+        let mut applied_any = false;
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             match entry.payload {
@@ -136,6 +156,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
             answers.push(BatchApplied { last_offset: state.image.offset() });
+            applied_any = true;
+        }
+        let offset = state.image.offset();
+        drop(state);
+        if applied_any {
+            self.applied.send_replace(offset);
         }
         Ok(answers)
     }

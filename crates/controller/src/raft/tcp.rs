@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::codec::{self, RaftReply, RaftRequest, RemoteFailure};
-use super::{NodeId, Raft, TypeConfig};
+use super::{rpc, ControllerNode, NodeId, Raft, TypeConfig};
 
 /// The largest frame either side reads or writes, after the length prefix (Kafka's
 /// `socket.request.max.bytes` for the quorum listener): above openraft's default snapshot
@@ -107,8 +107,9 @@ async fn write_frame(stream: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
 
 // ---- server ----
 
-/// Serves the quorum's RPCs for one [`Raft`] on a listener until dropped (or stopped); its
-/// connections close with it.
+/// Serves the quorum's RPCs for one voter on a listener until dropped (or stopped): openraft's
+/// RPCs for its [`Raft`], and requests for the active controller (see [`super::rpc`]) for its
+/// [`ControllerNode`]. Its connections close with it.
 pub struct QuorumServer {
     local_addr: SocketAddr,
     accept: JoinHandle<()>,
@@ -117,7 +118,7 @@ pub struct QuorumServer {
 impl QuorumServer {
     /// Serves on an already bound listener, so that every voter's address is known before
     /// any Raft starts.
-    pub fn serve(listener: TcpListener, raft: Raft) -> io::Result<QuorumServer> {
+    pub fn serve(listener: TcpListener, node: Arc<ControllerNode>) -> io::Result<QuorumServer> {
         let local_addr = listener.local_addr()?;
         let accept = tokio::spawn(async move {
             // Owned by this task: aborting it drops the set, which aborts every connection.
@@ -127,7 +128,7 @@ impl QuorumServer {
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
-                            connections.spawn(serve_connection(stream, peer, raft.clone()));
+                            connections.spawn(serve_connection(stream, peer, node.clone()));
                         }
                         Err(e) => {
                             tracing::warn!(%local_addr, error = %e, "quorum listener failed to accept");
@@ -158,7 +159,7 @@ impl Drop for QuorumServer {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: Raft) {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, node: Arc<ControllerNode>) {
     loop {
         let payload = match read_frame(&mut stream).await {
             Ok(Some(payload)) => payload,
@@ -168,18 +169,35 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: Raft) {
                 return;
             }
         };
-        let (correlation_id, request) = match codec::decode_request(&payload) {
-            Ok(decoded) => decoded,
-            Err(e) => {
-                tracing::warn!(%peer, reason = %e, "closing quorum connection: undecodable request");
-                return;
+        let payload = if codec::is_controller_message(&payload) {
+            let (correlation_id, api_key, api_version, body) = match codec::decode_controller_request(&payload) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    tracing::warn!(%peer, reason = %e, "closing quorum connection: undecodable controller request");
+                    return;
+                }
+            };
+            match rpc::serve(&node, api_key, api_version, body).await {
+                Ok(body) => codec::encode_controller_reply(correlation_id, &body),
+                Err(reason) => {
+                    tracing::warn!(%peer, %reason, "closing quorum connection");
+                    return;
+                }
             }
+        } else {
+            let (correlation_id, request) = match codec::decode_request(&payload) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    tracing::warn!(%peer, reason = %e, "closing quorum connection: undecodable request");
+                    return;
+                }
+            };
+            let reply = dispatch(node.raft(), request).await;
+            codec::encode_reply(correlation_id, &reply)
         };
-        let reply = dispatch(&raft, request).await;
-        let payload = codec::encode_reply(correlation_id, &reply);
         if payload.len() > MAX_FRAME_BYTES {
-            // Cannot happen with openraft's replies; refuse rather than send what the peer
-            // would refuse.
+            // Cannot happen with openraft's replies nor the controller's; refuse rather than
+            // send what the peer would refuse.
             tracing::warn!(%peer, bytes = payload.len(), "closing quorum connection: reply over the frame limit");
             return;
         }
@@ -230,7 +248,7 @@ pub struct TcpNetwork {
 
 impl TcpNetwork {
     pub fn new(voters: BTreeMap<NodeId, SocketAddr>) -> Self {
-        let peers = voters.into_iter().map(|(id, addr)| (id, Arc::new(Peer { addr, link: Mutex::default() })));
+        let peers = voters.into_iter().map(|(id, addr)| (id, Arc::new(Peer::new(addr))));
         TcpNetwork { peers: Arc::new(peers.collect()), request_timeout: DEFAULT_REQUEST_TIMEOUT }
     }
 
@@ -243,7 +261,7 @@ impl TcpNetwork {
 /// One peer's connection, shared by every client openraft makes for it (one per replication
 /// stream and per election), so that they take turns on one stream instead of each
 /// connecting anew.
-struct Peer {
+pub(super) struct Peer {
     addr: SocketAddr,
     link: Mutex<Link>,
 }
@@ -272,12 +290,23 @@ pub struct TcpConnection {
 }
 
 /// Why a request got no reply; openraft retries either.
-enum SendError {
+#[derive(Debug)]
+pub(super) enum SendError {
     /// No connection could be made: openraft backs off before trying again.
     Unreachable(io::Error),
     Network(io::Error),
     /// The request encodes to more than [`MAX_FRAME_BYTES`]; it was not sent.
     TooLarge(usize),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Unreachable(e) => write!(f, "cannot connect: {e}"),
+            SendError::Network(e) => write!(f, "{e}"),
+            SendError::TooLarge(bytes) => write!(f, "request of {bytes} bytes is over the limit of {MAX_FRAME_BYTES}"),
+        }
+    }
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -291,35 +320,8 @@ impl TcpConnection {
             return Err(SendError::Unreachable(e));
         };
         let timeout = self.request_timeout.min(option.hard_ttl());
-        let exchange = async {
-            let mut link = peer.link.lock().await;
-            let correlation_id = link.next_correlation_id;
-            link.next_correlation_id = correlation_id.wrapping_add(1);
-            let payload = codec::encode_request(correlation_id, request);
-            if payload.len() > MAX_FRAME_BYTES {
-                return Err(SendError::TooLarge(payload.len()));
-            }
-            // Taken out while in use: a failed or timed-out exchange drops it, since the
-            // stream may hold half a request or an unread reply.
-            let mut stream = match link.stream.take() {
-                Some(stream) => stream,
-                None => {
-                    let stream = TcpStream::connect(peer.addr).await.map_err(SendError::Unreachable)?;
-                    let _ = stream.set_nodelay(true);
-                    stream
-                }
-            };
-            let reply = exchange(&mut stream, correlation_id, &payload).await?;
-            link.stream = Some(stream);
-            Ok(reply)
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => {
-                let e = io::Error::new(io::ErrorKind::TimedOut, format!("no reply within {timeout:?}"));
-                Err(SendError::Network(e))
-            }
-        }
+        let reply = peer.round_trip(|correlation_id| codec::encode_request(correlation_id, request), timeout).await?;
+        codec::decode_reply(&reply).map(|(_, reply)| reply).map_err(|e| invalid(format!("bad reply: {e}")))
     }
 
     /// Maps a reply other than the expected one to openraft's errors.
@@ -336,15 +338,66 @@ impl TcpConnection {
     }
 }
 
-/// Writes one request frame and reads its reply.
-async fn exchange(stream: &mut TcpStream, correlation_id: u32, payload: &[u8]) -> Result<RaftReply, SendError> {
+fn invalid(reason: String) -> SendError {
+    SendError::Network(io::Error::new(io::ErrorKind::InvalidData, reason))
+}
+
+impl Peer {
+    pub(super) fn new(addr: SocketAddr) -> Self {
+        Peer { addr, link: Mutex::default() }
+    }
+
+    /// Sends the message `encode` makes for the next correlation id and returns its reply,
+    /// checked to answer it, within `timeout` (waiting for the stream included). Connects
+    /// first if not connected; any failure drops the stream, to reconnect on the next call.
+    pub(super) async fn round_trip(
+        &self,
+        encode: impl FnOnce(u32) -> Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, SendError> {
+        let exchange = async {
+            let mut link = self.link.lock().await;
+            let correlation_id = link.next_correlation_id;
+            link.next_correlation_id = correlation_id.wrapping_add(1);
+            let payload = encode(correlation_id);
+            if payload.len() > MAX_FRAME_BYTES {
+                return Err(SendError::TooLarge(payload.len()));
+            }
+            // Taken out while in use: a failed or timed-out exchange drops it, since the
+            // stream may hold half a request or an unread reply.
+            let mut stream = match link.stream.take() {
+                Some(stream) => stream,
+                None => {
+                    let stream = TcpStream::connect(self.addr).await.map_err(SendError::Unreachable)?;
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
+            };
+            let reply = exchange(&mut stream, correlation_id, &payload).await?;
+            link.stream = Some(stream);
+            Ok(reply)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                let e = io::Error::new(io::ErrorKind::TimedOut, format!("no reply within {timeout:?}"));
+                Err(SendError::Network(e))
+            }
+        }
+    }
+}
+
+/// Writes one request frame and reads its reply: `[u8 kind][u32 correlation id][body]`.
+async fn exchange(stream: &mut TcpStream, correlation_id: u32, payload: &[u8]) -> Result<Vec<u8>, SendError> {
     write_frame(stream, payload).await.map_err(SendError::Network)?;
     let reply = read_frame(stream)
         .await
         .and_then(|payload| payload.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof)))
         .map_err(SendError::Network)?;
-    let invalid = |reason: String| SendError::Network(io::Error::new(io::ErrorKind::InvalidData, reason));
-    let (replied_to, reply) = codec::decode_reply(&reply).map_err(|e| invalid(format!("bad reply: {e}")))?;
+    let Some(replied_to) = reply.get(1..5) else {
+        return Err(invalid(format!("reply of {} bytes", reply.len())));
+    };
+    let replied_to = u32::from_be_bytes(replied_to.try_into().expect("4 bytes"));
     if replied_to != correlation_id {
         return Err(invalid(format!("reply to request {replied_to}, expected {correlation_id}")));
     }
