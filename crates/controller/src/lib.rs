@@ -7,6 +7,13 @@
 //! commit, in order, and the answer to send once they are committed. Session expiry fires
 //! from [`Controller::tick`]. The records are already applied to the controller's working
 //! image when they are returned.
+//!
+//! # Brokers and the controller
+//! [`raft::ControllerNode`] runs one voter of the quorum and, while it leads, the active
+//! controller. Brokers send it Kafka's controller requests over the quorum port
+//! ([`raft::rpc`]) with a [`raft::ControllerClient`], which finds the active controller among
+//! the voters; a broker co-located with a voter ("combined" mode) reads the committed image
+//! from the node, woken by [`raft::ControllerNode::applied`].
 
 pub mod api;
 mod controller;

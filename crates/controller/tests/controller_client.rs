@@ -460,3 +460,28 @@ async fn the_ticker_fences_a_broker_whose_session_expired() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_serves_many_tasks_at_once() {
+    bounded(async {
+        let cluster = Cluster::start(1).await;
+        cluster.leader().await;
+        let client = Arc::new(cluster.client());
+        register_brokers(&client, &cluster.voters[&1].node, 1).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                let created = client.create_topics(vec![CreatableTopic::new(&format!("t{i}"), 2, 1)], false).await;
+                created.unwrap().remove(0).error_code
+            });
+        }
+        while let Some(code) = tasks.join_next().await {
+            assert_eq!(code.unwrap(), errors::NONE);
+        }
+        let count = committed_when(&cluster.voters[&1].node, |image| Some(image.topics().count()).filter(|n| *n == 16));
+        assert_eq!(count.await, 16);
+        cluster.shutdown().await;
+    })
+    .await
+}

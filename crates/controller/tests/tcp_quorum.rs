@@ -243,6 +243,10 @@ async fn a_restarted_voter_catches_up_from_a_snapshot_sent_in_chunks() {
         assert_eq!(image.topics().count(), 12);
         let snapshot = cluster.voters[&lagging].node.raft().metrics().borrow().snapshot;
         assert!(snapshot.is_some_and(|s| s.index > applied_when_stopped), "installed a snapshot: {snapshot:?}");
+        // The applied-offset watch followed the installed snapshot and what came after it.
+        for (id, voter) in &cluster.voters {
+            assert_eq!(*voter.node.applied().borrow(), image.offset(), "voter {id}");
+        }
         cluster.shutdown().await;
     })
     .await

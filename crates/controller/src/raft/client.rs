@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::codec;
 use super::rpc::{self, leader_hint, str_bytes, topic_name};
 use super::tcp::Peer;
-use super::NodeId;
+use super::{NodeId, MAX_FRAME_BYTES};
 use crate::api;
 use crate::errors::{NONE, NOT_CONTROLLER};
 
@@ -48,7 +48,8 @@ pub enum ControllerClientError {
     /// No voter answered as the active controller within the request timeout.
     #[error("could not reach the active controller within {timeout:?}: {last_error}")]
     Unreachable { timeout: Duration, last_error: String },
-    /// The request could not be encoded (a value out of the protocol's range).
+    /// The request could not be encoded (a value out of the protocol's range), or is larger
+    /// than a frame may be.
     #[error("cannot encode the {api:?} request: {reason}")]
     Encode { api: ApiKey, reason: String },
 }
@@ -133,6 +134,11 @@ impl ControllerClient {
         request
             .encode(&mut body, version)
             .map_err(|e| ControllerClientError::Encode { api, reason: format!("{e:#}") })?;
+        // The frame's kind, correlation id, api key and version come before the body.
+        if body.len() + 9 > MAX_FRAME_BYTES {
+            let reason = format!("{} bytes are over the frame limit of {MAX_FRAME_BYTES}", body.len());
+            return Err(ControllerClientError::Encode { api, reason });
+        }
         let deadline = Instant::now() + self.request_timeout;
         let first = self.last_known_leader().filter(|id| self.voters.contains_key(id));
         let mut target = first.or_else(|| self.voters.keys().next().copied());

@@ -10,7 +10,11 @@
 //!   [`Router`] is the in-process one the tests use; [`TcpNetwork`] and [`QuorumServer`]
 //!   carry the same RPCs between voters over TCP, in the [`codec`] wire encoding.
 //! - [`ControllerNode`] runs one voter: the Raft instance, its stores, and, while it leads,
-//!   the active [`Controller`](crate::Controller) whose records it proposes.
+//!   the active [`Controller`](crate::Controller) whose records it proposes; its ticker fences
+//!   expired broker sessions, [`ControllerNode::applied`] says when the committed image moved,
+//!   [`ControllerNode::quorum_info`] describes the quorum.
+//! - [`QuorumServer`] also answers Kafka requests for the active controller ([`rpc`]), and
+//!   [`ControllerClient`] sends them, to whichever voter is the active controller.
 //!
 //! This module is the only one that imports openraft.
 

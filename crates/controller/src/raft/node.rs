@@ -109,7 +109,7 @@ impl ControllerNode {
 
     /// The committed image's offset, updated after every batch the state machine applies and
     /// every snapshot it installs: a co-located broker waits on it, then reads
-    /// [`ControllerNode::with_committed`].
+    /// [`ControllerNode::with_committed`]. `changed()` fails once the Raft has shut down.
     pub fn applied(&self) -> watch::Receiver<i64> {
         self.applied.clone()
     }

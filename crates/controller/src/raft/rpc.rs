@@ -1,10 +1,11 @@
 //! Requests for the active controller on the quorum port: how a broker (co-located or not)
 //! reaches the controller, as Kafka brokers do on `controller.listener.names`.
 //!
-//! A controller request is a frame of the quorum's connection protocol (see [`super::tcp`])
-//! of kind [`KIND_CONTROLLER`](super::codec::KIND_CONTROLLER), whose body is
-//! `[i16 api key][i16 api version][the Kafka request body]`, encoded with kafka-protocol
-//! without a request header; the reply's body is the response body in the same version. The
+//! A controller request is a frame of the quorum's connection protocol (see
+//! [`QuorumServer`](super::QuorumServer)) of kind [`KIND_CONTROLLER`](super::codec::KIND_CONTROLLER),
+//! whose body is `[i16 api key][i16 api version][the Kafka request body]`, encoded with
+//! kafka-protocol without a request header; the reply's body is the response body in the same
+//! version. The
 //! APIs are BrokerRegistration, BrokerHeartbeat, AlterPartition, CreateTopics,
 //! CreatePartitions, DeleteTopics, ElectLeaders and IncrementalAlterConfigs, in every version
 //! kafka-protocol decodes; [`ControllerClient`](super::ControllerClient) sends the versions

@@ -1,6 +1,8 @@
 //! The TCP transport between controller voters: [`QuorumServer`] serves openraft's RPCs for
-//! a local [`Raft`], and [`TcpNetwork`] is the [`RaftNetworkFactory`] that sends them over one
-//! lazily (re)connected stream per peer, one request at a time (no pipelining).
+//! a local [`Raft`] (and controller requests, see [`super::rpc`]), and [`TcpNetwork`] is the
+//! [`RaftNetworkFactory`] that sends them over one lazily (re)connected stream per peer, one
+//! request at a time (no pipelining). [`super::ControllerClient`] uses the same per-peer
+//! connections.
 //!
 //! Every frame is `[u32 big-endian length][u8 kind][u32 correlation id][body]`, the length
 //! counting the bytes after it (as Kafka frames) and the rest being the [`codec`] wire
