@@ -730,6 +730,9 @@ pub fn plaintext_listener(key: &str, value: &str, protocol_map: &str) -> Result<
     Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
+/// A listener's host (empty: every interface) and port.
+pub type HostPort = (String, u16);
+
 /// The listeners of `listeners` or `advertised.listeners`: exactly one client listener (a
 /// PLAINTEXT one, see [`plaintext_listener`]), and at most one controller listener (named in
 /// `controller.listener.names`; PLAINTEXT too) — as ((host, port), controller (host, port)).
@@ -738,7 +741,7 @@ pub fn split_listeners(
     value: &str,
     protocol_map: &str,
     controller_names: &[String],
-) -> Result<((String, u16), Option<(String, u16)>), ConfigError> {
+) -> Result<(HostPort, Option<HostPort>), ConfigError> {
     let err = |why: String| ConfigError(format!("Invalid value {value} for configuration {key}: {why}"));
     let is_controller =
         |l: &str| l.split_once("://").is_some_and(|(n, _)| controller_names.iter().any(|c| c.eq_ignore_ascii_case(n)));

@@ -67,7 +67,7 @@ impl Broker {
         let lock = datadir::DataDirLock::acquire(&config.data_dir)?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir, config.node_id())?;
         if config.cluster.is_some() {
-            return Ok(Self::open_cluster_node(config, cluster_id, lock)?);
+            return Self::open_cluster_node(config, cluster_id, lock);
         }
         let topics = TopicRegistry::load(&config.data_dir, config.node_id(), |overrides| config.log_config(overrides))?;
         let offsets = offsets_topic::ensure_offsets_topic(&topics, &config)?;

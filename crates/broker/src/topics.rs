@@ -155,10 +155,6 @@ impl Partition {
         (r.leader_id(), r.leader_epoch(), r.replicas().to_vec(), r.isr().iter().copied().collect())
     }
 
-    pub(crate) fn is_leader(&self) -> bool {
-        self.replica().is_leader()
-    }
-
     /// Kafka's leader-epoch check of a request (see [`ReplicaState::check_leader_epoch`]).
     pub(crate) fn check_leader_epoch(
         &self,

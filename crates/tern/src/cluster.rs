@@ -520,7 +520,8 @@ fn format_nodes(paths: &Paths, layout: &Layout) -> Result<()> {
         if path.exists() {
             continue;
         }
-        std::fs::create_dir_all(paths.data(node.id)).with_context(|| format!("creating {}", paths.data(node.id).display()))?;
+        std::fs::create_dir_all(paths.data(node.id))
+            .with_context(|| format!("creating {}", paths.data(node.id).display()))?;
         let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={}\n", node.id);
         write_atomic(&path, &text)?;
     }

@@ -64,7 +64,7 @@ pub struct ClusterRuntime {
 }
 
 impl ClusterRuntime {
-    pub fn new(
+    pub(crate) fn new(
         node_id: i32,
         controller: Arc<ControllerNode>,
         voters: BTreeMap<NodeId, SocketAddr>,
@@ -259,6 +259,8 @@ impl ClusterRuntime {
                 tracing::info!(topic = topic.name, "deleted the topic's local replicas: the controller removed it");
             }
         }
+        // Published first: the effects of applying it (FetchFrom) look leaders' addresses up in it.
+        *self.image.write().unwrap_or_else(|e| e.into_inner()) = image.clone();
         let mut applied = self.applied_epochs.lock().unwrap_or_else(|e| e.into_inner());
         for topic in image.topics() {
             let configs = image.configs(ConfigResourceType::TOPIC, &topic.name).cloned().unwrap_or_default();
@@ -291,8 +293,6 @@ impl ClusterRuntime {
                 partition.apply_leader_and_isr(&leader_and_isr(registration));
             }
         }
-        drop(applied);
-        *self.image.write().unwrap_or_else(|e| e.into_inner()) = image;
     }
 
     /// Carries out the replica effects that need the network.
@@ -316,12 +316,20 @@ impl ClusterRuntime {
                         .and_then(|b| b.endpoints.first().map(|e| format!("{}:{}", e.host, e.port)));
                     match address {
                         Some(address) => self.fetchers.add(&broker, leader_id, address, &topic, index, leader_epoch),
-                        None => tracing::warn!(
-                            topic,
-                            partition = index,
-                            leader_id,
-                            "the leader to fetch from has no address in the metadata"
-                        ),
+                        None => {
+                            // Not registered in this image yet: ask again shortly.
+                            tracing::info!(
+                                topic,
+                                partition = index,
+                                leader_id,
+                                "the leader to fetch from has no address in the metadata yet; retrying"
+                            );
+                            let events = self.events.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                let _ = events.send(ReplicaEvent::FetchFrom { topic, index, leader_id, leader_epoch });
+                            });
+                        }
                     }
                 }
                 ReplicaEvent::StopFetching { topic, index } => self.fetchers.remove(&topic, index),
@@ -411,7 +419,7 @@ fn leader_and_isr(r: &PartitionRegistration) -> LeaderAndIsr {
 }
 
 /// Starts everything a cluster node runs besides the Kafka listener.
-pub fn spawn_tasks(
+pub(crate) fn spawn_tasks(
     runtime: &Arc<ClusterRuntime>,
     broker: &Arc<Broker>,
     events: mpsc::UnboundedReceiver<ReplicaEvent>,
