@@ -4,28 +4,18 @@
 mod quorum_common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
-use quorum_common::raft_config;
+use quorum_common::{bounded, expect_closed, raft_config, WAIT};
 use tern_controller::raft::{
     parse_quorum_voters, ControllerNode, LogStore, NodeId, QuorumServer, StateMachineStore, TcpNetwork, MAX_FRAME_BYTES,
 };
 use tern_controller::*;
 use tern_metadata::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const WAIT: Duration = Duration::from_secs(20);
-/// Every test is bounded by this, whatever hangs.
-const TEST_BOUND: Duration = Duration::from_secs(120);
-
-async fn bounded<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(TEST_BOUND, test).await.expect("the test finished in time")
-}
+use tokio::net::TcpListener;
 
 struct Voter {
     node: Arc<ControllerNode>,
@@ -250,19 +240,6 @@ async fn a_restarted_voter_catches_up_from_a_snapshot_sent_in_chunks() {
         cluster.shutdown().await;
     })
     .await
-}
-
-/// Sends `bytes` and expects the server to close the connection without answering.
-async fn expect_closed(addr: SocketAddr, bytes: &[u8]) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("the server closed the connection");
-    match read {
-        Ok(0) => {}
-        Ok(n) => panic!("the server answered {n} bytes to {bytes:?}"),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
