@@ -230,11 +230,7 @@ impl Log {
         self.check_online()?;
         let w = &mut *guard;
         batch::validate_input(batches, &cfg, origin, now_ms, &mut w.valid, &mut w.scratch)?;
-        if w.closed {
-            let marker = self.dir.join(CLEAN_SHUTDOWN);
-            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
-            w.closed = false;
-        }
+        self.reopen_for_writes(w)?;
         let base_offset = self.leo.load(Ordering::Acquire);
         // A retried batch of an idempotent producer is answered with its original offsets.
         if let [only] = &w.valid[..] {
@@ -271,32 +267,8 @@ impl Log {
         // A new leader epoch is checkpointed before the data it covers: if that fails nothing is
         // written, and an entry beyond the log end is dropped when the log is opened.
         lock(&self.epochs).assign(leader_epoch, base_offset)?;
-        if let Err(e) = seg.append(&w.scratch, &w.placed, cfg.index_interval_bytes, now_ms) {
-            // `Segment::append` cut the file back; if it could not, the file holds bytes no
-            // reader may see and a restart would have to recover: stop serving until then.
-            if seg.file.metadata().map_or(true, |m| m.len() != seg.size()) {
-                self.take_offline(&format!("a failed write to {} could not be undone: {e}", seg.log_path.display()));
-            }
-            return Err(io_err(&seg.log_path, e));
-        }
         // The HW is not moved here: the replica state machine decides what is committed.
-        self.leo.store(next, Ordering::Release);
-        for (_, h) in &w.placed {
-            let evicted = w.producers.record(h, now_ms);
-            if evicted > 0 {
-                tracing::warn!(
-                    dir = %self.dir.display(),
-                    evicted,
-                    max = cfg.max_producer_entries,
-                    "too many idempotent producers on one partition: forgot the least recently active"
-                );
-            }
-            self.max_producer_id.fetch_max(h.producer_id, Ordering::AcqRel);
-        }
-        w.unflushed += next - base_offset;
-        if w.unflushed >= cfg.flush_messages {
-            self.sync_active(w, &seg, now_ms)?;
-        }
+        self.write_placed(w, &cfg, &seg, base_offset, next, now_ms)?;
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
@@ -315,11 +287,6 @@ impl Log {
         let mut guard = lock(&self.writer);
         self.check_online()?;
         let w = &mut *guard;
-        if w.closed {
-            let marker = self.dir.join(CLEAN_SHUTDOWN);
-            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
-            w.closed = false;
-        }
         let leo = self.leo.load(Ordering::Acquire);
         w.placed.clear();
         w.scratch.clear();
@@ -356,6 +323,7 @@ impl Log {
         if w.placed.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
         }
+        self.reopen_for_writes(w)?;
         let base_offset = w.placed[0].1.base_offset;
         let bytes = w.scratch.len() as u64;
         let seg = self.maybe_roll(w, &cfg, bytes, next - 1, max_ts, now_ms)?;
@@ -366,6 +334,40 @@ impl Log {
                 cache.assign(epoch, start)?;
             }
         }
+        self.write_placed(w, &cfg, &seg, leo, next, now_ms)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: -1,
+            record_count: next - base_offset,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// Before the first write after a clean close: the clean-shutdown marker goes, so a crash
+    /// from now on is recovered at the next start.
+    fn reopen_for_writes(&self, w: &mut Writer) -> Result<()> {
+        if w.closed {
+            let marker = self.dir.join(CLEAN_SHUTDOWN);
+            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
+            w.closed = false;
+        }
+        Ok(())
+    }
+
+    /// Writes the batches placed in the writer's scratch to `seg` and makes them the log's end
+    /// (`next`): producer state, and an fsync once `flush.messages` offsets since `from` are
+    /// unflushed. A write that fails is cut back by `Segment::append`; if it could not be, the
+    /// file holds bytes no reader may see and a restart must recover: the log goes offline.
+    fn write_placed(
+        &self,
+        w: &mut Writer,
+        cfg: &LogConfig,
+        seg: &Segment,
+        from: i64,
+        next: i64,
+        now_ms: i64,
+    ) -> Result<()> {
         if let Err(e) = seg.append(&w.scratch, &w.placed, cfg.index_interval_bytes, now_ms) {
             if seg.file.metadata().map_or(true, |m| m.len() != seg.size()) {
                 self.take_offline(&format!("a failed write to {} could not be undone: {e}", seg.log_path.display()));
@@ -374,20 +376,22 @@ impl Log {
         }
         self.leo.store(next, Ordering::Release);
         for (_, h) in &w.placed {
-            w.producers.record(h, now_ms);
+            let evicted = w.producers.record(h, now_ms);
+            if evicted > 0 {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    evicted,
+                    max = cfg.max_producer_entries,
+                    "too many idempotent producers on one partition: forgot the least recently active"
+                );
+            }
             self.max_producer_id.fetch_max(h.producer_id, Ordering::AcqRel);
         }
-        w.unflushed += next - leo;
+        w.unflushed += next - from;
         if w.unflushed >= cfg.flush_messages {
-            self.sync_active(w, &seg, now_ms)?;
+            self.sync_active(w, seg, now_ms)?;
         }
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: next - 1,
-            log_append_time: -1,
-            record_count: next - base_offset,
-            log_start_offset: self.log_start_offset(),
-        })
+        Ok(())
     }
 
     /// fsyncs the active segment. A failed fsync takes the log offline: the kernel may have
