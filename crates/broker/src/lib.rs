@@ -62,56 +62,27 @@ pub enum StartError {
 
 impl Broker {
     /// Locks the data directory and recovers every partition log. Blocking. A partition that
-    /// cannot be opened or loaded is offline (named at ERROR) while the rest serves.
+    /// cannot be opened or loaded is offline (named at ERROR) while the rest serves. A cluster
+    /// node starts with no topics: the metadata image assigns its replicas
+    /// ([`cluster::ClusterRuntime`]).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
         let lock = datadir::DataDirLock::acquire(&config.data_dir)?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir, config.node_id())?;
-        if config.cluster.is_some() {
-            return Self::open_cluster_node(config, cluster_id, lock);
-        }
-        let topics = TopicRegistry::load(&config.data_dir, config.node_id(), |overrides| config.log_config(overrides))?;
-        let offsets = offsets_topic::ensure_offsets_topic(&topics, &config)?;
+        let (topics, offsets_partitions) = if config.cluster.is_some() {
+            refuse_single_node_data_dir(&config.data_dir)?;
+            (TopicRegistry::empty(&config.data_dir, config.node_id()), Vec::new())
+        } else {
+            let topics =
+                TopicRegistry::load(&config.data_dir, config.node_id(), |overrides| config.log_config(overrides))?;
+            let offsets = offsets_topic::ensure_offsets_topic(&topics, &config)?;
+            (topics, offsets.partitions.clone())
+        };
         // Ids stay above every producer id in the logs, even if the block file was lost.
         let floor = topics.all().iter().flat_map(|t| t.partitions.iter()).map(|p| p.log.max_producer_id()).max();
         let producer_ids = producer_ids::ProducerIdAllocator::load(&config.data_dir, floor.unwrap_or(-1) + 1);
-        let stored: Vec<_> = offsets.partitions.iter().map(|p| offsets_topic::load_partition(p)).collect();
-        Ok(Arc::new({
-            let group_config = groups::group_config(&config, offsets.partitions.len() as i32);
-            let groups = Arc::new(GroupService::new(group_config, offsets.partitions.clone(), stored));
-            let mutation_quota = mutation_quota::MutationQuota::new(&config);
-            Broker {
-                config,
-                topics,
-                cluster_id,
-                admin_lock: Mutex::new(()),
-                groups,
-                producer_ids,
-                _data_dir_lock: lock,
-                mutation_quota,
-                cluster: OnceLock::new(),
-            }
-        }))
-    }
-
-    /// A cluster node starts with no topics: the metadata image assigns its replicas
-    /// ([`cluster::ClusterRuntime`]). A data directory a single-node broker used is refused
-    /// (its topics are not in any cluster's metadata).
-    fn open_cluster_node(
-        config: BrokerConfig,
-        cluster_id: String,
-        lock: datadir::DataDirLock,
-    ) -> Result<Arc<Broker>, StartError> {
-        let topics_dir = config.data_dir.join(topics::TOPICS_DIR);
-        if std::fs::read_dir(&topics_dir).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(StartError::DataDir(datadir::DataDirError::Invalid {
-                path: topics_dir,
-                message: "this data directory belongs to a single-node broker (its topics are not in the cluster's metadata); use an empty directory for a cluster node".into(),
-            }));
-        }
-        let topics = TopicRegistry::empty(&config.data_dir, config.node_id());
-        let producer_ids = producer_ids::ProducerIdAllocator::load(&config.data_dir, 0);
-        let group_config = groups::group_config(&config, 0);
-        let groups = Arc::new(GroupService::new(group_config, Vec::new(), Vec::new()));
+        let stored: Vec<_> = offsets_partitions.iter().map(|p| offsets_topic::load_partition(p)).collect();
+        let group_config = groups::group_config(&config, offsets_partitions.len() as i32);
+        let groups = Arc::new(GroupService::new(group_config, offsets_partitions, stored));
         let mutation_quota = mutation_quota::MutationQuota::new(&config);
         Ok(Arc::new(Broker {
             config,
@@ -237,6 +208,19 @@ impl Broker {
     pub fn shutdown(&self) {
         self.topics.close_all();
     }
+}
+
+/// A cluster node refuses a data directory a single-node broker used: its topics are in no
+/// cluster's metadata.
+fn refuse_single_node_data_dir(data_dir: &Path) -> Result<(), StartError> {
+    let topics_dir = data_dir.join(topics::TOPICS_DIR);
+    if std::fs::read_dir(&topics_dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(StartError::DataDir(datadir::DataDirError::Invalid {
+            path: topics_dir,
+            message: "this data directory belongs to a single-node broker (its topics are not in the cluster's metadata); use an empty directory for a cluster node".into(),
+        }));
+    }
+    Ok(())
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -45,6 +45,14 @@ pub(crate) use fetcher::Fetchers;
 /// How long an admin request waits for this broker's image to show its outcome.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
+/// A broker clients may use, as Metadata and DescribeCluster list it.
+pub(crate) struct AliveBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
 pub struct ClusterRuntime {
     node_id: i32,
     pub(crate) controller: Arc<ControllerNode>,
@@ -106,6 +114,18 @@ impl ClusterRuntime {
 
     pub fn broker_epoch(&self) -> i64 {
         self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    /// The unfenced brokers of `image` with their client listener: what Metadata and
+    /// DescribeCluster list.
+    pub(crate) fn alive_brokers(&self, image: &MetadataImage) -> Vec<AliveBroker> {
+        image
+            .unfenced_brokers()
+            .filter_map(|b| {
+                let endpoint = b.endpoints.first()?;
+                Some(AliveBroker { id: b.id, host: endpoint.host.clone(), port: endpoint.port, rack: b.rack.clone() })
+            })
+            .collect()
     }
 
     /// The controller quorum's leader, if known (DescribeCluster's and Metadata's controller).

@@ -219,17 +219,15 @@ pub(crate) fn describe_cluster(
     }
     response.cluster_id = str_bytes(cluster_id);
     response.controller_id = BrokerId(cluster.controller_leader().unwrap_or(-1));
-    response.brokers = image
-        .unfenced_brokers()
-        .filter_map(|b| {
-            let e = b.endpoints.first()?;
-            Some(
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(b.id))
-                    .with_host(str_bytes(&e.host))
-                    .with_port(i32::from(e.port))
-                    .with_rack(b.rack.as_deref().map(str_bytes)),
-            )
+    response.brokers = cluster
+        .alive_brokers(&image)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect();
     response

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -52,34 +53,34 @@ pub(crate) async fn handle(
     version: i16,
     client_id: &str,
 ) -> MetadataResponse {
-    if let Some(cluster) = broker.cluster() {
-        return cluster_metadata(broker, cluster, request, version).await;
-    }
-    let node = BrokerId(broker.config.node_id());
     let mut response = MetadataResponse::default();
-    response.brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(str_bytes(&broker.config.advertised_host))
-        .with_port(broker.config.advertised_port)];
     response.cluster_id = Some(str_bytes(&broker.cluster_id));
-    response.controller_id = node;
     // Not asked for: the schema's default (i32::MIN), which clients read as "not sent".
     if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = CLUSTER_OPERATIONS;
     }
     let topic_operations = version >= 8 && request.include_topic_authorized_operations;
+    let auto_create = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
     // v0: an empty list means all topics; v1+: null means all topics.
     let requested = match request.topics {
         None => None,
         Some(t) if t.is_empty() && version == 0 => None,
         Some(t) => Some(t),
     };
+    if let Some(cluster) = broker.cluster() {
+        return cluster_metadata(cluster, response, requested, auto_create, version, topic_operations).await;
+    }
+    let node = BrokerId(broker.config.node_id());
+    response.brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(str_bytes(&broker.config.advertised_host))
+        .with_port(broker.config.advertised_port)];
+    response.controller_id = node;
     let Some(requested) = requested else {
         response.topics =
             broker.topics.all().iter().map(|t| describe_topic(broker, t, version, topic_operations)).collect();
         return response;
     };
-    let auto_create = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
     // Kafka counts auto-created partitions against the mutation quota without refusing them.
     let mut quota = broker.mutation_quota.for_request(client_id, false);
     for wanted in requested {
@@ -158,43 +159,31 @@ fn describe_topic(broker: &Broker, topic: &Topic, version: i16, with_operations:
 /// auto-creation is on, and answered LEADER_NOT_AVAILABLE until its leaders are elected (the
 /// client asks again), as Kafka does.
 async fn cluster_metadata(
-    broker: &Arc<Broker>,
     cluster: &Arc<ClusterRuntime>,
-    request: MetadataRequest,
+    mut response: MetadataResponse,
+    requested: Option<Vec<MetadataRequestTopic>>,
+    auto_create: bool,
     version: i16,
+    topic_operations: bool,
 ) -> MetadataResponse {
     let image = cluster.image();
-    let mut response = MetadataResponse::default();
-    response.brokers = image
-        .unfenced_brokers()
-        .filter_map(|b| {
-            let endpoint = b.endpoints.first()?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(b.id))
-                    .with_host(str_bytes(&endpoint.host))
-                    .with_port(i32::from(endpoint.port))
-                    .with_rack(b.rack.as_deref().map(str_bytes)),
-            )
+    response.brokers = cluster
+        .alive_brokers(&image)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect();
-    response.cluster_id = Some(str_bytes(&broker.cluster_id));
     response.controller_id = BrokerId(cluster.controller_leader().unwrap_or(-1));
-    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
-        response.cluster_authorized_operations = CLUSTER_OPERATIONS;
-    }
-    let topic_operations = version >= 8 && request.include_topic_authorized_operations;
-    let requested = match request.topics {
-        None => None,
-        Some(t) if t.is_empty() && version == 0 => None,
-        Some(t) => Some(t),
-    };
     let Some(requested) = requested else {
         response.topics = image.topics().map(|t| describe_image_topic(&image, t, version, topic_operations)).collect();
         response.topics.sort_by(|a, b| a.name.cmp(&b.name));
         return response;
     };
-    let auto_create = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
     let mut to_create = Vec::new();
     for wanted in requested {
         let entry = match wanted.name {
