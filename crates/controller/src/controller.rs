@@ -51,6 +51,9 @@ impl Default for ControllerConfig {
 
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
+/// Producer ids handed to a broker at a time (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
+
 /// The active controller's view of one broker's session. Not replicated: a newly active
 /// controller starts every registered broker with a fresh session, as Kafka does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +165,26 @@ impl Controller {
             Some(b) if b.epoch == epoch => Ok(()),
             _ => Err(STALE_BROKER_EPOCH),
         }
+    }
+
+    /// AllocateProducerIds (Kafka's `ProducerIdControlManager`): the next block of
+    /// [`PRODUCER_ID_BLOCK_SIZE`] producer ids for a registered broker, as (first id, length).
+    pub fn allocate_producer_ids(
+        &mut self,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    ) -> ControllerResult<Result<(i64, i32), i16>> {
+        let mut records = Vec::new();
+        if let Err(error_code) = self.check_broker_epoch(broker_id, broker_epoch) {
+            return ControllerResult { records, response: Err(error_code) };
+        }
+        let first = self.image.next_producer_id();
+        let Some(next_producer_id) = first.checked_add(i64::from(PRODUCER_ID_BLOCK_SIZE)) else {
+            return ControllerResult { records, response: Err(UNKNOWN_SERVER_ERROR) };
+        };
+        let record = tern_metadata::ProducerIds { broker_id, broker_epoch, next_producer_id };
+        self.emit(&mut records, MetadataRecord::ProducerIds(record));
+        ControllerResult { records, response: Ok((first, PRODUCER_ID_BLOCK_SIZE)) }
     }
 
     /// A broker heartbeat (Kafka's `processBrokerHeartbeat`): renews the session and moves the

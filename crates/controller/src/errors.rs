@@ -1,5 +1,6 @@
 //! Kafka error codes the controller returns (numbers from Kafka's `Errors.java`).
 
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 pub const NONE: i16 = 0;
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;

@@ -23,6 +23,6 @@ pub mod placement;
 mod rng;
 
 pub use api::*;
-pub use controller::{Controller, ControllerConfig, UNCLEAN_LEADER_ELECTION_ENABLE};
+pub use controller::{Controller, ControllerConfig, PRODUCER_ID_BLOCK_SIZE, UNCLEAN_LEADER_ELECTION_ENABLE};
 pub use rng::Rng;
 pub mod raft;

@@ -249,3 +249,25 @@ fn a_new_controller_gives_every_broker_a_fresh_session() {
     assert!(controller.tick(109_000).is_empty());
     assert_eq!(controller.tick(109_001).len(), 2);
 }
+
+/// AllocateProducerIds: each broker gets its own block of 1000 ids, blocks never overlap (also
+/// after the image is rebuilt from a snapshot), and a stale broker epoch gets none.
+#[test]
+fn producer_id_blocks_never_overlap_and_need_the_current_broker_epoch() {
+    let mut h = Harness::new();
+    h.brokers([1, 2], &[]);
+    let epoch = |h: &Harness, id| h.image().broker(id).unwrap().epoch;
+    let mut blocks = Vec::new();
+    for id in [1, 2, 1] {
+        let result = h.controller.allocate_producer_ids(id, epoch(&h, id));
+        let block = result.response.expect("a block");
+        h.commit(&result.records);
+        blocks.push(block);
+    }
+    assert_eq!(blocks, vec![(0, PRODUCER_ID_BLOCK_SIZE), (1000, PRODUCER_ID_BLOCK_SIZE), (2000, PRODUCER_ID_BLOCK_SIZE)]);
+    assert_eq!(h.image().next_producer_id(), 3000);
+    let stale = h.controller.allocate_producer_ids(2, epoch(&h, 2) + 1);
+    assert_eq!((stale.response, stale.records.len()), (Err(STALE_BROKER_EPOCH), 0));
+    let rebuilt = MetadataImage::decode_snapshot(&h.image().encode_snapshot()).unwrap();
+    assert_eq!(rebuilt.next_producer_id(), 3000);
+}

@@ -271,6 +271,12 @@ async fn every_controller_api_round_trips_on_one_voter() {
         cluster.leader().await;
         let epochs = register_brokers(&client, &node, 2).await;
 
+        // AllocateProducerIds: consecutive blocks; a stale broker epoch gets none.
+        let block = PRODUCER_ID_BLOCK_SIZE;
+        assert_eq!(client.allocate_producer_ids(1, epochs[&1]).await.unwrap(), Ok((0, block)));
+        assert_eq!(client.allocate_producer_ids(2, epochs[&2]).await.unwrap(), Ok((i64::from(block), block)));
+        assert_eq!(client.allocate_producer_ids(2, epochs[&2] + 1).await.unwrap(), Err(errors::STALE_BROKER_EPOCH));
+
         // A second registration of a live broker with another incarnation is refused.
         let duplicate = BrokerRegistrationRequest {
             broker_id: 1,

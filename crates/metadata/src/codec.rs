@@ -89,6 +89,11 @@ pub fn encode_record(record: &MetadataRecord, out: &mut Vec<u8>) {
             w.nullable_ids(r.replicas.as_deref());
         }
         MetadataRecord::RemoveTopic(r) => w.uuid(r.topic_id),
+        MetadataRecord::ProducerIds(r) => {
+            w.i32(r.broker_id);
+            w.i64(r.broker_epoch);
+            w.i64(r.next_producer_id);
+        }
         MetadataRecord::Config(r) => {
             w.i8(r.resource_type.0);
             w.string(&r.resource_name);
@@ -178,6 +183,11 @@ pub fn decode_record(buf: &[u8]) -> Result<(MetadataRecord, usize), DecodeError>
             replicas: r.nullable_ids()?,
         }),
         9 => MetadataRecord::RemoveTopic(RemoveTopic { topic_id: r.uuid()? }),
+        15 => MetadataRecord::ProducerIds(ProducerIds {
+            broker_id: r.i32()?,
+            broker_epoch: r.i64()?,
+            next_producer_id: r.i64()?,
+        }),
         4 => MetadataRecord::Config(ConfigRecord {
             resource_type: ConfigResourceType(r.i8()?),
             resource_name: r.string()?,

@@ -129,6 +129,8 @@ pub struct MetadataImage {
     hosted: HashMap<BrokerId, HashSet<TopicIdPartition>>,
     /// Derived from `topics`: partitions without a leader.
     leaderless: BTreeSet<TopicIdPartition>,
+    /// Every producer id below this was handed to some broker (`ProducerIdsRecord`).
+    next_producer_id: i64,
 }
 
 impl Default for MetadataImage {
@@ -141,6 +143,7 @@ impl Default for MetadataImage {
             configs: BTreeMap::new(),
             hosted: HashMap::new(),
             leaderless: BTreeSet::new(),
+            next_producer_id: 0,
         }
     }
 }
@@ -281,6 +284,10 @@ impl MetadataImage {
                     d.removed_topics.insert(r.topic_id, topic.name);
                 }
             }
+            MetadataRecord::ProducerIds(r) => {
+                // Blocks only move forward, so an id is never handed out twice.
+                self.next_producer_id = self.next_producer_id.max(r.next_producer_id);
+            }
             MetadataRecord::Config(r) => {
                 let key = (r.resource_type, r.resource_name.clone());
                 match &r.value {
@@ -368,6 +375,11 @@ impl MetadataImage {
         self.brokers.get(&id).is_some_and(|b| b.is_active())
     }
 
+    /// The start of the next producer id block: every id below it may be in use.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
+    }
+
     pub fn topic(&self, id: Uuid) -> Option<&TopicImage> {
         self.topics.get(&id)
     }
@@ -450,6 +462,13 @@ impl MetadataImage {
             for (partition, p) in &t.partitions {
                 records.push(MetadataRecord::Partition(p.to_record(TopicIdPartition::new(t.id, *partition))));
             }
+        }
+        if self.next_producer_id > 0 {
+            records.push(MetadataRecord::ProducerIds(ProducerIds {
+                broker_id: -1,
+                broker_epoch: -1,
+                next_producer_id: self.next_producer_id,
+            }));
         }
         for ((resource_type, resource_name), entries) in &self.configs {
             for (name, value) in entries {

@@ -102,6 +102,15 @@ pub struct RemoveTopic {
     pub topic_id: Uuid,
 }
 
+/// `ProducerIdsRecord` (API key 15): the controller handed broker `broker_id` the producer ids
+/// below `next_producer_id` not handed out before; the next block starts there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIds {
+    pub broker_id: BrokerId,
+    pub broker_epoch: i64,
+    pub next_producer_id: i64,
+}
+
 /// Kafka's `ConfigResource.Type` ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConfigResourceType(pub i8);
@@ -131,6 +140,7 @@ pub enum MetadataRecord {
     PartitionChange(PartitionChange),
     RemoveTopic(RemoveTopic),
     Config(ConfigRecord),
+    ProducerIds(ProducerIds),
 }
 
 impl MetadataRecord {
@@ -144,6 +154,7 @@ impl MetadataRecord {
             MetadataRecord::Config(_) => 4,
             MetadataRecord::PartitionChange(_) => 5,
             MetadataRecord::RemoveTopic(_) => 9,
+            MetadataRecord::ProducerIds(_) => 15,
             MetadataRecord::BrokerRegistrationChange(_) => 17,
         }
     }

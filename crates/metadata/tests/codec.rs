@@ -81,6 +81,9 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
                 MetadataRecord::PartitionChange(PartitionChange { topic_id, partition, isr, leader, replicas })
             }),
         uuid().prop_map(|topic_id| MetadataRecord::RemoveTopic(RemoveTopic { topic_id })),
+        (any::<i32>(), any::<i64>(), any::<i64>()).prop_map(|(broker_id, broker_epoch, next_producer_id)| {
+            MetadataRecord::ProducerIds(ProducerIds { broker_id, broker_epoch, next_producer_id })
+        }),
         (any::<i8>(), name(), name(), prop::option::of(name())).prop_map(|(rt, resource_name, name, value)| {
             MetadataRecord::Config(ConfigRecord { resource_type: ConfigResourceType(rt), resource_name, name, value })
         }),

@@ -17,11 +17,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     alter_partition_request, broker_registration_request, create_partitions_request, create_topics_request,
-    delete_topics_request, elect_leaders_request, incremental_alter_configs_request, AlterPartitionRequest,
-    AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
-    BrokerRegistrationResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    delete_topics_request, elect_leaders_request, incremental_alter_configs_request, AllocateProducerIdsRequest,
+    AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    ElectLeadersRequest, ElectLeadersResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tern_metadata::{ConfigResourceType, Uuid};
@@ -80,7 +80,13 @@ macro_rules! top_level_error {
         }
     )*};
 }
-top_level_error!(BrokerRegistrationResponse, BrokerHeartbeatResponse, AlterPartitionResponse, ElectLeadersResponse);
+top_level_error!(
+    BrokerRegistrationResponse,
+    BrokerHeartbeatResponse,
+    AlterPartitionResponse,
+    ElectLeadersResponse,
+    AllocateProducerIdsResponse
+);
 
 macro_rules! per_item_error {
     ($($t:ty => $items:ident),*) => {$(
@@ -190,6 +196,23 @@ impl ControllerClient {
             tokio::time::sleep(RETRY_BACKOFF.min(left)).await;
         }
         Err(ControllerClientError::Unreachable { timeout: self.request_timeout, last_error })
+    }
+
+    /// AllocateProducerIds (v0): the next block of producer ids for this broker, as
+    /// `Ok((first id, length))`, or the controller's error code (STALE_BROKER_EPOCH).
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<Result<(i64, i32), i16>, ControllerClientError> {
+        let wire =
+            AllocateProducerIdsRequest::default().with_broker_id(broker_id.into()).with_broker_epoch(broker_epoch);
+        let response: AllocateProducerIdsResponse =
+            self.call(ApiKey::AllocateProducerIds, rpc::ALLOCATE_PRODUCER_IDS_VERSION, &wire).await?;
+        Ok(match response.error_code {
+            NONE => Ok((response.producer_id_start.0, response.producer_id_len)),
+            code => Err(code),
+        })
     }
 
     /// BrokerRegistration (v4). The cluster id is left empty: the controller does not check it.

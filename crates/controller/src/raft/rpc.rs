@@ -7,7 +7,8 @@
 //! kafka-protocol without a request header; the reply's body is the response body in the same
 //! version. The
 //! APIs are BrokerRegistration, BrokerHeartbeat, AlterPartition, CreateTopics,
-//! CreatePartitions, DeleteTopics, ElectLeaders and IncrementalAlterConfigs, in every version
+//! CreatePartitions, DeleteTopics, ElectLeaders, IncrementalAlterConfigs and
+//! AllocateProducerIds, in every version
 //! kafka-protocol decodes; [`ControllerClient`](super::ControllerClient) sends the versions
 //! named here.
 //!
@@ -25,11 +26,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     alter_partition_request, alter_partition_response, create_partitions_response, create_topics_response,
-    delete_topics_response, elect_leaders_response, incremental_alter_configs_response, AlterPartitionRequest,
-    AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
-    BrokerRegistrationResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+    delete_topics_response, elect_leaders_response, incremental_alter_configs_response, AllocateProducerIdsRequest,
+    AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    ElectLeadersRequest, ElectLeadersResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tern_metadata::{ConfigResourceType, Endpoint, MetadataRecord, Uuid};
@@ -56,6 +58,7 @@ pub const CREATE_PARTITIONS_VERSION: i16 = 3;
 pub const DELETE_TOPICS_VERSION: i16 = 6;
 pub const ELECT_LEADERS_VERSION: i16 = 2;
 pub const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 1;
+pub const ALLOCATE_PRODUCER_IDS_VERSION: i16 = 0;
 
 /// The leader hint of a response's tagged fields, if it has one.
 pub fn leader_hint(tagged: &BTreeMap<i32, Bytes>) -> Option<NodeId> {
@@ -111,6 +114,10 @@ pub(super) async fn serve(node: &ControllerNode, api_key: i16, version: i16, bod
             let response = incremental_alter_configs(node, decode(api, version, body)?).await;
             encode(api, version, &response)
         }
+        ApiKey::AllocateProducerIds => {
+            let response = allocate_producer_ids(node, decode(api, version, body)?).await;
+            encode(api, version, &response)
+        }
         other => Err(format!("{other:?} is not a controller request")),
     }
 }
@@ -147,6 +154,19 @@ async fn run<T>(
             tracing::warn!(node = node.id(), error = %e, "controller request failed; answering NOT_CONTROLLER");
             Err(None)
         }
+    }
+}
+
+async fn allocate_producer_ids(
+    node: &ControllerNode,
+    request: AllocateProducerIdsRequest,
+) -> AllocateProducerIdsResponse {
+    let (broker_id, broker_epoch) = (request.broker_id.0, request.broker_epoch);
+    let response = AllocateProducerIdsResponse::default().with_producer_id_start((-1).into()).with_producer_id_len(0);
+    match run(node, now_ms(), |c| c.allocate_producer_ids(broker_id, broker_epoch)).await {
+        Ok(Ok((start, len))) => response.with_producer_id_start(start.into()).with_producer_id_len(len),
+        Ok(Err(error_code)) => response.with_error_code(error_code),
+        Err(leader) => response.with_error_code(NOT_CONTROLLER).with_unknown_tagged_fields(hint_fields(leader)),
     }
 }
 
