@@ -264,7 +264,10 @@ fn producer_id_blocks_never_overlap_and_need_the_current_broker_epoch() {
         h.commit(&result.records);
         blocks.push(block);
     }
-    assert_eq!(blocks, vec![(0, PRODUCER_ID_BLOCK_SIZE), (1000, PRODUCER_ID_BLOCK_SIZE), (2000, PRODUCER_ID_BLOCK_SIZE)]);
+    assert_eq!(
+        blocks,
+        vec![(0, PRODUCER_ID_BLOCK_SIZE), (1000, PRODUCER_ID_BLOCK_SIZE), (2000, PRODUCER_ID_BLOCK_SIZE)]
+    );
     assert_eq!(h.image().next_producer_id(), 3000);
     let stale = h.controller.allocate_producer_ids(2, epoch(&h, 2) + 1);
     assert_eq!((stale.response, stale.records.len()), (Err(STALE_BROKER_EPOCH), 0));

@@ -40,14 +40,19 @@ pub struct ProducedBatches {
     pub transactional: bool,
     /// Some batch is zstd-compressed (refused below Produce v7).
     pub zstd: bool,
+    /// The largest producer id of any batch (-1: none is idempotent).
+    pub max_producer_id: i64,
 }
 
 /// Reads the attributes of every batch of a produce request's records (stopping at broken
 /// framing, which validation reports).
 pub fn inspect_produced(records: &[u8]) -> ProducedBatches {
-    let mut found = ProducedBatches::default();
+    let mut found = ProducedBatches { max_producer_id: -1, ..ProducedBatches::default() };
     let mut rest = records;
     while rest.len() >= HEADER_SIZE {
+        if let Some(h) = BatchHeader::parse(rest) {
+            found.max_producer_id = found.max_producer_id.max(h.producer_id);
+        }
         let attributes = batch::be_i16(rest, ATTRIBUTES);
         found.transactional |= attributes & TRANSACTIONAL_BIT != 0;
         found.zstd |= attributes & COMPRESSION_MASK == Codec::Zstd as i16;

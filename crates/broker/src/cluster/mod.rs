@@ -67,6 +67,8 @@ pub struct ClusterRuntime {
     pub(crate) fetchers: Fetchers,
     listener: Endpoint,
     rack: Option<String>,
+    /// The producer id block this broker hands out from (next, end), from the controller.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Serves the quorum for the node's lifetime (dropping it stops serving).
     quorum_server: Mutex<Option<tern_controller::raft::QuorumServer>>,
 }
@@ -99,6 +101,7 @@ impl ClusterRuntime {
             },
             rack,
             quorum_server: Mutex::new(None),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
         };
         (Arc::new(runtime), rx)
     }
@@ -126,6 +129,42 @@ impl ClusterRuntime {
                 Some(AliveBroker { id: b.id, host: endpoint.host.clone(), port: endpoint.port, rack: b.rack.clone() })
             })
             .collect()
+    }
+
+    /// The next producer id for InitProducerId, from a block the controller allocated to this
+    /// broker (AllocateProducerIds), so ids are unique across the cluster and survive any
+    /// broker's loss. COORDINATOR_LOAD_IN_PROGRESS (retriable) while no block can be had.
+    pub(crate) async fn next_producer_id(&self) -> Result<i64, i16> {
+        let mut block = self.producer_ids.lock().await;
+        if block.0 >= block.1 {
+            match self.client.allocate_producer_ids(self.node_id, self.broker_epoch()).await {
+                Ok(Ok((start, len))) => *block = (start, start + i64::from(len)),
+                Ok(Err(code)) => {
+                    tracing::warn!(
+                        error = crate::errors::error_name(code),
+                        "the controller refused a producer id block"
+                    );
+                    return Err(kafka_protocol::error::ResponseError::CoordinatorLoadInProgress.code());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot get a producer id block from the controller");
+                    return Err(kafka_protocol::error::ResponseError::CoordinatorLoadInProgress.code());
+                }
+            }
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
+    }
+
+    /// Every producer id below this was handed out by the controller; none at or above it
+    /// ever was. Waits (bounded) for this broker's image to cover `producer_id`, which a
+    /// producer may have got from another broker an instant ago.
+    pub(crate) async fn producer_ids_below(&self, producer_id: i64) -> i64 {
+        if producer_id >= 0 {
+            self.wait_for_image(|image| image.next_producer_id() > producer_id).await;
+        }
+        self.image().next_producer_id()
     }
 
     /// The controller quorum's leader, if known (DescribeCluster's and Metadata's controller).

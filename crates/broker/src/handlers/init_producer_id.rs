@@ -26,6 +26,16 @@ pub(crate) async fn handle(
     }
     // A new id every time, also when an idempotent producer asks to bump its epoch (KIP-360):
     // the new id starts with fresh sequence numbers, which is all it needs.
+    if let Some(cluster) = broker.cluster() {
+        match cluster.next_producer_id().await {
+            Ok(id) => {
+                response.producer_id = ProducerId(id);
+                response.producer_epoch = 0;
+            }
+            Err(code) => response.error_code = code,
+        }
+        return response;
+    }
     let b = broker.clone();
     match blocking(move || b.producer_ids.next()).await {
         Ok(id) => {

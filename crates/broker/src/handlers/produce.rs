@@ -65,8 +65,23 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
         return respond_all(request, ResponseError::InvalidRequiredAcks, acks);
     }
     let timeout_ms = i64::from(request.timeout_ms.max(0));
+    // Ids at or above this were never issued; read before the append, so an id handed out
+    // meanwhile is not refused.
+    let producer_ids_below = match broker.cluster() {
+        Some(cluster) => {
+            let max_producer_id = request
+                .topic_data
+                .iter()
+                .flat_map(|t| &t.partition_data)
+                .filter_map(|p| p.records.as_ref().map(|r| inspect_produced(r).max_producer_id))
+                .max()
+                .unwrap_or(-1);
+            cluster.producer_ids_below(max_producer_id).await
+        }
+        None => broker.producer_ids.issued_below(),
+    };
     let b = broker.clone();
-    let (mut responses, waiting) = blocking(move || append_all(&b, request, version)).await;
+    let (mut responses, waiting) = blocking(move || append_all(&b, request, version, producer_ids_below)).await;
     // acks=all: each appended partition answers once the ISR has its records (Kafka's
     // DelayedProduce); the replica state machine times it out at `timeout_ms`.
     for (topic, partition, replicated) in waiting {
@@ -114,7 +129,12 @@ fn log_refusal(client: &Client<'_>, reason: &str) {
 /// A partition's acks=all answer still to come: (topic index, partition index) in the response.
 type Waiting = Vec<(usize, usize, oneshot::Receiver<i16>)>;
 
-fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> (Vec<TopicProduceResponse>, Waiting) {
+fn append_all(
+    broker: &Broker,
+    request: ProduceRequest,
+    version: i16,
+    producer_ids_below: i64,
+) -> (Vec<TopicProduceResponse>, Waiting) {
     let now = now_ms();
     let acks = request.acks;
     let timeout_ms = i64::from(request.timeout_ms.max(0));
@@ -162,9 +182,7 @@ fn append_all(broker: &Broker, request: ProduceRequest, version: i16) -> (Vec<To
                             Some(str_bytes("message format v0/v1 is not supported: Tern stores only format v2"));
                         return r.with_error_code(ResponseError::UnsupportedForMessageFormat.code());
                     }
-                    // Ids at or above this were never issued; read before the append, so an id
-                    // handed out meanwhile is not refused.
-                    let origin = AppendOrigin::Client { producer_ids_below: broker.producer_ids.issued_below() };
+                    let origin = AppendOrigin::Client { producer_ids_below };
                     match partition.log.append_as(&records, leader_epoch, now, origin) {
                         Ok(info) => {
                             partition.appended();
