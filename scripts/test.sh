@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need (idempotently), builds the
-# broker, runs the Rust test suite, the Python client-compatibility suite (tests/compat) and
-# the fault-injection suite (tests/faults).
+# broker, runs the Rust test suite, the Python client-compatibility suite (tests/compat), the
+# fault-injection suite (tests/faults) and the replicated-cluster suite (tests/cluster).
 #
 #   scripts/test.sh                 # everything
 #   PYTEST_ARGS="-k kcat" scripts/test.sh   # extra pytest arguments
@@ -103,3 +103,9 @@ log "python3 -m pytest -q tests/compat tests/faults  (TERN_BIN=$TERN_BIN)"
 # timeout(1) (whole suite) are backstops.
 # shellcheck disable=SC2086
 timeout --kill-after=60 1200 python3 -m pytest -q --timeout=300 -rfE tests/compat tests/faults ${PYTEST_ARGS:-}
+
+# ---------------------------------------------------------------- replicated cluster
+# A separate session: tests/cluster has its own conftest (3-node clusters via `tern cluster up`).
+log "python3 -m pytest -q tests/cluster  (TERN_BIN=$TERN_BIN)"
+# (PYTEST_ARGS select within tests/compat and tests/faults only.)
+timeout --kill-after=60 900 python3 -m pytest -q --timeout=420 -rfE tests/cluster

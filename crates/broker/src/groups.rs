@@ -12,7 +12,7 @@
 //!   I/O never delays other clients.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,14 +25,23 @@ use crate::{now_ms, BrokerConfig};
 
 /// Kafka's error for an append that failed on the coordinator's own log.
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// Kafka's error when the coordinator's partition is no longer led here.
+const NOT_COORDINATOR: i16 = 16;
+/// Kafka's NOT_LEADER_OR_FOLLOWER, as the replica state machine answers a lost leadership.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+/// How long a write to `__consumer_offsets` waits for the ISR (`offsets.commit.timeout.ms`).
+const OFFSETS_COMMIT_TIMEOUT_MS: i64 = 5000;
 /// Upper bound on appends written in one go by a partition's appender.
 const MAX_APPENDS_PER_WRITE: usize = 1024;
 static OFFLINE_REFUSALS: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
 
 pub struct GroupService {
     state: Mutex<State>,
-    /// The `__consumer_offsets` partitions, by index.
-    partitions: Vec<Arc<Partition>>,
+    /// The `__consumer_offsets` partitions whose groups this broker coordinates, by index
+    /// (`None`: not led here). On a single node every one.
+    partitions: RwLock<Vec<Option<Arc<Partition>>>>,
+    /// Where a write waits for the ISR without holding the writer thread.
+    runtime: Option<tokio::runtime::Handle>,
     /// Woken whenever the coordinator's next deadline may have moved earlier.
     timers_changed: Notify,
 }
@@ -84,15 +93,84 @@ impl GroupService {
             }
         }
         let state = State { coordinator, next_reply: 0, waiting: HashMap::new(), writer: None };
-        GroupService { state: Mutex::new(state), partitions, timers_changed: Notify::new() }
+        GroupService {
+            state: Mutex::new(state),
+            partitions: RwLock::new(partitions.into_iter().map(Some).collect()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            timers_changed: Notify::new(),
+        }
+    }
+
+    /// A cluster node's coordinator: it serves the groups of a `__consumer_offsets` partition
+    /// while this broker leads it ([`GroupService::became_leader`]).
+    pub(crate) fn for_cluster(config: GroupConfig) -> GroupService {
+        let count = config.offsets_topic_num_partitions.max(1) as usize;
+        let service = GroupService::new(config, Vec::new(), Vec::new());
+        *service.partitions.write().unwrap_or_else(|e| e.into_inner()) = vec![None; count];
+        service
+    }
+
+    /// The `__consumer_offsets` partition that holds `group_id`.
+    pub(crate) fn partition_for(&self, group_id: &str) -> i32 {
+        self.lock().coordinator.partition_for(group_id)
+    }
+
+    fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        let partitions = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        usize::try_from(index).ok().and_then(|i| partitions.get(i).cloned().flatten())
+    }
+
+    /// This broker now leads `partition` of `__consumer_offsets`: load its groups from the log
+    /// (they answer COORDINATOR_LOAD_IN_PROGRESS meanwhile). Blocking.
+    pub(crate) fn became_leader(self: &Arc<Self>, partition: Arc<Partition>) {
+        let index = partition.index;
+        {
+            let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+            match usize::try_from(index).ok().and_then(|i| partitions.get_mut(i)) {
+                Some(slot) => *slot = Some(partition.clone()),
+                None => {
+                    tracing::error!(partition = index, count = partitions.len(),
+                        "{} has more partitions than offsets.topic.num.partitions on this broker: its groups are not served here", offsets_topic::OFFSETS_TOPIC);
+                    return;
+                }
+            }
+        }
+        self.lock().coordinator.begin_loading(index);
+        let records = offsets_topic::load_partition(&partition);
+        let mut state = self.lock();
+        let commands = state.coordinator.unload_partition(index);
+        self.execute(&mut state, commands);
+        if let Some(records) = records {
+            let summary = state.coordinator.load_partition(index, records.into_iter(), now_ms());
+            tracing::info!(
+                partition = index,
+                ?summary,
+                "became the coordinator of a {} partition",
+                offsets_topic::OFFSETS_TOPIC
+            );
+        }
+        drop(state);
+        self.timers_changed.notify_one();
+    }
+
+    /// This broker no longer leads `index` of `__consumer_offsets`: its groups move with it.
+    pub(crate) fn resigned(self: &Arc<Self>, index: i32) {
+        if let Some(slot) = self.partitions.write().unwrap_or_else(|e| e.into_inner()).get_mut(index as usize) {
+            *slot = None;
+        }
+        let mut state = self.lock();
+        let commands = state.coordinator.unload_partition(index);
+        self.execute(&mut state, commands);
+        tracing::info!(partition = index, "no longer the coordinator of a {} partition", offsets_topic::OFFSETS_TOPIC);
     }
 
     /// Whether the `__consumer_offsets` partition that owns `group_id` is offline: the group
     /// is then answered COORDINATOR_NOT_AVAILABLE, as Kafka answers for a coordinator partition
     /// without a leader.
     pub(crate) fn coordinator_unavailable(&self, group_id: &str) -> bool {
-        let index = tern_group::partition_for(group_id, self.partitions.len() as i32);
-        let offline = self.partitions.get(index as usize).is_none_or(|p| p.offline_reason().is_some());
+        let index = self.partition_for(group_id);
+        // A partition not led here is the coordinator's to answer (NOT_COORDINATOR).
+        let offline = self.partition(index).is_some_and(|p| p.offline_reason().is_some());
         if offline {
             if let Some(suppressed) = OFFLINE_REFUSALS.allow() {
                 tracing::warn!(
@@ -180,26 +258,52 @@ impl GroupService {
                 }
                 let mut outcomes = Vec::new();
                 for (partition, appends) in by_partition {
-                    let result = match service.partitions.get(partition as usize) {
-                        Some(p) => append_batches(p, &appends).inspect(|()| p.appended()),
-                        None => Err(COORDINATOR_NOT_AVAILABLE),
+                    let tokens: Vec<AppendToken> = appends.iter().map(|a| a.token).collect();
+                    let written = match service.partition(partition) {
+                        Some(p) => append_batches(&p, &appends).map(|end| (p, end)),
+                        None => Err(NOT_COORDINATOR),
                     };
-                    outcomes.extend(appends.iter().map(|a| (a.token, result)));
+                    match written {
+                        // Complete once the ISR has the records (Kafka's acks=-1 for
+                        // `__consumer_offsets`): at once on a single node.
+                        Ok((p, end)) => {
+                            let mut replicated = p.await_replication(end, OFFSETS_COMMIT_TIMEOUT_MS);
+                            match (replicated.try_recv(), &service.runtime) {
+                                (Ok(code), _) => outcomes.extend(tokens.iter().map(|t| (*t, replication_result(code)))),
+                                (Err(_), Some(runtime)) => {
+                                    let service = service.clone();
+                                    runtime.spawn(async move {
+                                        let code = replicated.await.unwrap_or(NOT_LEADER_OR_FOLLOWER);
+                                        service.complete(tokens.into_iter().map(|t| (t, replication_result(code))));
+                                    });
+                                }
+                                (Err(_), None) => {
+                                    outcomes.extend(tokens.iter().map(|t| (*t, Err(COORDINATOR_NOT_AVAILABLE))))
+                                }
+                            }
+                        }
+                        Err(code) => outcomes.extend(tokens.iter().map(|t| (*t, Err(code)))),
+                    }
                 }
-                let mut state = service.lock();
-                let now = now_ms();
-                for (token, result) in outcomes {
-                    let commands = state.coordinator.append_completed(token, result, now);
-                    service.execute(&mut state, commands);
-                }
-                drop(state);
-                service.timers_changed.notify_one();
+                service.complete(outcomes.into_iter());
             }
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the {} writer thread", offsets_topic::OFFSETS_TOPIC);
         }
         tx
+    }
+
+    /// Reports appends' outcomes to the coordinator.
+    fn complete(self: &Arc<Self>, outcomes: impl Iterator<Item = (AppendToken, Result<(), i16>)>) {
+        let mut state = self.lock();
+        let now = now_ms();
+        for (token, result) in outcomes {
+            let commands = state.coordinator.append_completed(token, result, now);
+            self.execute(&mut state, commands);
+        }
+        drop(state);
+        self.timers_changed.notify_one();
     }
 
     /// Calls `tick` whenever the coordinator's next deadline passes (session timeouts,
@@ -231,8 +335,19 @@ struct PendingAppend {
     records: Vec<KeyValue>,
 }
 
-/// Writes several appends as consecutive batches in one storage append.
-fn append_batches(partition: &Partition, appends: &[PendingAppend]) -> Result<(), i16> {
+/// Kafka's mapping of a `__consumer_offsets` write's replication outcome
+/// (GroupMetadataManager): lost leadership is NOT_COORDINATOR, the rest COORDINATOR_NOT_AVAILABLE.
+fn replication_result(code: i16) -> Result<(), i16> {
+    match code {
+        0 => Ok(()),
+        NOT_LEADER_OR_FOLLOWER => Err(NOT_COORDINATOR),
+        _ => Err(COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+/// Writes several appends as consecutive batches in one storage append, as the partition's
+/// leader; returns the log end offset after them.
+fn append_batches(partition: &Partition, appends: &[PendingAppend]) -> Result<i64, i16> {
     let now = now_ms();
     let mut input = BytesMut::new();
     for PendingAppend { records, .. } in appends {
@@ -243,11 +358,15 @@ fn append_batches(partition: &Partition, appends: &[PendingAppend]) -> Result<()
         input.extend_from_slice(&batch);
     }
     if input.is_empty() {
-        return Ok(());
+        return Ok(partition.log.log_end_offset());
     }
     let input: Bytes = input.freeze();
-    partition.log.append(&input, partition.leader_epoch(), now).map(|_| ()).map_err(|e| {
+    // Only the leader writes: leadership may have moved since the coordinator decided.
+    let leader_epoch = partition.leading_epoch().map_err(|_| NOT_COORDINATOR)?;
+    let info = partition.log.append(&input, leader_epoch, now).map_err(|e| {
         tracing::error!(partition = partition.index, error = %e, "append to {} failed", offsets_topic::OFFSETS_TOPIC);
         COORDINATOR_NOT_AVAILABLE
-    })
+    })?;
+    partition.appended();
+    Ok(info.last_offset + 1)
 }

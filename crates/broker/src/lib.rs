@@ -81,8 +81,16 @@ impl Broker {
         let floor = topics.all().iter().flat_map(|t| t.partitions.iter()).map(|p| p.log.max_producer_id()).max();
         let producer_ids = producer_ids::ProducerIdAllocator::load(&config.data_dir, floor.unwrap_or(-1) + 1);
         let stored: Vec<_> = offsets_partitions.iter().map(|p| offsets_topic::load_partition(p)).collect();
-        let group_config = groups::group_config(&config, offsets_partitions.len() as i32);
-        let groups = Arc::new(GroupService::new(group_config, offsets_partitions, stored));
+        let groups = Arc::new(if config.cluster.is_some() {
+            // Placed by the setting: every node creates `__consumer_offsets` with it.
+            GroupService::for_cluster(groups::group_config(&config, config.offsets_topic_num_partitions()))
+        } else {
+            GroupService::new(
+                groups::group_config(&config, offsets_partitions.len() as i32),
+                offsets_partitions,
+                stored,
+            )
+        });
         let mutation_quota = mutation_quota::MutationQuota::new(&config);
         Ok(Arc::new(Broker {
             config,

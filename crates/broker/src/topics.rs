@@ -149,6 +149,17 @@ impl Partition {
         self.replica().leader_epoch()
     }
 
+    /// The leader epoch to stamp on the broker's own appends (`__consumer_offsets`), or
+    /// NOT_LEADER_OR_FOLLOWER.
+    pub(crate) fn leading_epoch(&self) -> Result<i32, i16> {
+        let replica = self.replica();
+        replica.check_leader_epoch(None, true).map(|()| replica.leader_epoch())
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.replica().is_leader()
+    }
+
     /// (leader id, leader epoch, replicas, ISR) as this replica knows them.
     pub(crate) fn leadership(&self) -> (Option<i32>, i32, Vec<i32>, Vec<i32>) {
         let r = self.replica();

@@ -349,7 +349,15 @@ impl ClusterRuntime {
                     continue;
                 }
                 applied.insert(key, registration.partition_epoch);
+                let was_leader = partition.is_leader();
                 partition.apply_leader_and_isr(&leader_and_isr(registration));
+                // The group coordinator follows leadership of `__consumer_offsets`.
+                if topic.name == crate::offsets_topic::OFFSETS_TOPIC && was_leader != partition.is_leader() {
+                    match was_leader {
+                        false => broker.groups.became_leader(partition.clone()),
+                        true => broker.groups.resigned(index),
+                    }
+                }
             }
         }
     }

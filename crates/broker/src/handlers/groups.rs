@@ -32,7 +32,9 @@ use kafka_protocol::protocol::StrBytes;
 use tern_group::{self as group, errors, Response};
 
 use super::metadata::{str_bytes, topic_name, GROUP_OPERATIONS};
+use crate::cluster::ClusterRuntime;
 use crate::log_limit::LogLimiter;
+use crate::offsets_topic::OFFSETS_TOPIC;
 use crate::Broker;
 
 /// FindCoordinator `key_type`s (Kafka's `CoordinatorType`).
@@ -68,46 +70,80 @@ fn opt_str_bytes(s: &Option<String>) -> Option<StrBytes> {
 /// group whose `__consumer_offsets` partition is offline.
 const GONE: i16 = errors::COORDINATOR_NOT_AVAILABLE;
 
-pub(crate) fn find_coordinator(
+/// A coordinator's (node, host, port), or why there is none (error code, message).
+type Located = Result<(BrokerId, StrBytes, i32), (i16, String)>;
+
+pub(crate) async fn find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
     client_id: &str,
     peer: SocketAddr,
 ) -> FindCoordinatorResponse {
-    let node = BrokerId(broker.config.node_id());
-    let host = str_bytes(&broker.config.advertised_host);
-    let port = broker.config.advertised_port;
-    // This broker coordinates every group whose `__consumer_offsets` partition is online.
-    // Transactions are not implemented yet: a
-    // transactional id gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which the Java client,
-    // librdkafka and kafka-python treat as fatal, so `init_transactions()` fails at once with
-    // the message instead of retrying until its timeout.
-    let error_for = |key_type: i8, key: &str| match key_type {
-        KEY_TYPE_GROUP if broker.groups.coordinator_unavailable(key) => (
-            errors::COORDINATOR_NOT_AVAILABLE,
-            Some("the __consumer_offsets partition of this group is offline".to_string()),
-        ),
-        KEY_TYPE_GROUP => (errors::NONE, None),
+    // Where a group's coordinator is: this broker, on a single node, while the group's
+    // `__consumer_offsets` partition is online; on a cluster node, the leader of that partition.
+    let locate: Box<dyn Fn(&str) -> Located + Send> = match broker.cluster() {
+        None => {
+            let b = broker.clone();
+            Box::new(move |group: &str| {
+                if b.groups.coordinator_unavailable(group) {
+                    return Err((
+                        errors::COORDINATOR_NOT_AVAILABLE,
+                        "the __consumer_offsets partition of this group is offline".into(),
+                    ));
+                }
+                Ok((BrokerId(b.config.node_id()), str_bytes(&b.config.advertised_host), b.config.advertised_port))
+            })
+        }
+        Some(cluster) => {
+            let image = cluster.image();
+            if request.key_type == KEY_TYPE_GROUP && image.topic_by_name(OFFSETS_TOPIC).is_none() {
+                create_offsets_topic(broker, cluster).await;
+            }
+            let (b, cluster) = (broker.clone(), cluster.clone());
+            Box::new(move |group: &str| {
+                let index = b.groups.partition_for(group);
+                let unavailable = |why: String| (errors::COORDINATOR_NOT_AVAILABLE, why);
+                let topic = image
+                    .topic_by_name(OFFSETS_TOPIC)
+                    .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC} is being created")))?;
+                let leader = topic.partitions.get(&index).map_or(-1, |p| p.leader);
+                cluster
+                    .alive_brokers(&image)
+                    .into_iter()
+                    .find(|a| a.id == leader)
+                    .map(|a| (BrokerId(a.id), str_bytes(&a.host), i32::from(a.port)))
+                    .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC}-{index} has no leader")))
+            })
+        }
+    };
+    // Transactions are not implemented yet: a transactional id gets
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which the Java client, librdkafka and kafka-python
+    // treat as fatal, so `init_transactions()` fails at once with the message instead of
+    // retrying until its timeout.
+    let find = |key_type: i8, key: &str| match key_type {
+        KEY_TYPE_GROUP => locate(key),
         KEY_TYPE_TRANSACTION => {
             log_transactional_refusal(&format!("transactional id {key}"), client_id, peer);
-            (ResponseError::TransactionalIdAuthorizationFailed.code(), Some(NO_TRANSACTIONS.to_string()))
+            Err((ResponseError::TransactionalIdAuthorizationFailed.code(), NO_TRANSACTIONS.to_string()))
         }
-        other => (ResponseError::InvalidRequest.code(), Some(format!("unknown coordinator key type {other}"))),
+        other => Err((ResponseError::InvalidRequest.code(), format!("unknown coordinator key type {other}"))),
     };
     let mut response = FindCoordinatorResponse::default();
     if version < 4 {
-        let (error, message) = error_for(request.key_type, request.key.as_str());
-        response.error_code = error;
-        if error == errors::NONE {
-            response.node_id = node;
-            response.host = host;
-            response.port = port;
-        } else {
-            response.node_id = BrokerId(-1);
-            response.port = -1;
-            if version >= 1 {
-                response.error_message = message.as_deref().map(str_bytes);
+        match find(request.key_type, request.key.as_str()) {
+            Ok((node, host, port)) => {
+                response.node_id = node;
+                response.host = host;
+                response.port = port;
+            }
+            Err((error, message)) => {
+                response.error_code = error;
+                response.node_id = BrokerId(-1);
+                response.port = -1;
+                if version >= 1 {
+                    response.error_message = Some(str_bytes(&message));
+                }
             }
         }
         return response;
@@ -116,16 +152,55 @@ pub(crate) fn find_coordinator(
         .coordinator_keys
         .into_iter()
         .map(|key| {
-            let (error, message) = error_for(request.key_type, key.as_str());
-            let c = Coordinator::default().with_key(key).with_error_code(error);
-            if error == errors::NONE {
-                c.with_node_id(node).with_host(host.clone()).with_port(port)
-            } else {
-                c.with_node_id(BrokerId(-1)).with_port(-1).with_error_message(message.as_deref().map(str_bytes))
+            let found = find(request.key_type, key.as_str());
+            let c = Coordinator::default().with_key(key);
+            match found {
+                Ok((node, host, port)) => c.with_node_id(node).with_host(host).with_port(port),
+                Err((error, message)) => c
+                    .with_error_code(error)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_message(Some(str_bytes(&message))),
             }
         })
         .collect();
     response
+}
+
+/// Asks the controller for `__consumer_offsets` (Kafka creates it at the first FindCoordinator):
+/// `offsets.topic.num.partitions`, `offsets.topic.replication.factor`, compacted. Until it has
+/// leaders groups are answered COORDINATOR_NOT_AVAILABLE, which clients retry.
+async fn create_offsets_topic(broker: &Broker, cluster: &Arc<ClusterRuntime>) {
+    static REFUSED: LogLimiter = LogLimiter::new();
+    let config = &broker.config;
+    let topic = tern_controller::CreatableTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        num_partitions: config.offsets_topic_num_partitions(),
+        replication_factor: config.get_i64("offsets.topic.replication.factor").unwrap_or(3) as i16,
+        assignments: Vec::new(),
+        configs: vec![
+            ("cleanup.policy".into(), Some("compact".into())),
+            ("segment.bytes".into(), Some(config.offsets_topic_segment_bytes().to_string())),
+        ],
+    };
+    let refused = match cluster.client.create_topics(vec![topic], false).await {
+        Ok(results) => results
+            .into_iter()
+            .find(|r| r.error_code != 0 && r.error_code != ResponseError::TopicAlreadyExists.code())
+            .map(|r| format!("{}: {}", crate::errors::error_name(r.error_code), r.error_message.unwrap_or_default())),
+        Err(e) => Some(e.to_string()),
+    };
+    match refused {
+        None => tracing::info!("created {OFFSETS_TOPIC} through the controller"),
+        Some(why) => {
+            if let Some(suppressed) = REFUSED.allow() {
+                tracing::warn!(
+                    suppressed,
+                    "cannot create {OFFSETS_TOPIC} (offsets.topic.replication.factor needs that many brokers): {why}"
+                );
+            }
+        }
+    }
 }
 
 pub(crate) async fn join_group(

@@ -101,7 +101,7 @@ pub(crate) async fn handle(
             ResponseKind::OffsetForLeaderEpoch(records::offset_for_leader_epoch(broker, r))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v, client_id, peer))
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v, client_id, peer).await)
         }
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(broker, r, v, client_id, peer).await),
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(broker, r, v).await),
