@@ -674,14 +674,21 @@ impl TopicRegistry {
                         tracing::error!(%reason, "replica offline");
                         Log::offline(&dir, log_config.clone(), reason)
                     }
-                    datadir::Marker::Absent if dir.exists() => {
+                    // An empty directory is one a crash left between its creation and its
+                    // marker: it is ours to finish.
+                    datadir::Marker::Absent if dir.exists() && !datadir::removable(&dir) => {
                         let reason =
                             format!("{} exists without a partition.metadata file; left as it is", dir.display());
                         tracing::error!(%reason, "replica offline");
                         Log::offline(&dir, log_config.clone(), reason)
                     }
                     datadir::Marker::Absent => {
-                        datadir::create_partition_dir(&dir, id).map_err(|(e, _)| TopicError::from(e))?;
+                        if dir.exists() {
+                            datadir::write_partition_metadata(&dir, id)
+                                .map_err(TopicError::io(&dir.join("partition.metadata")))?;
+                        } else {
+                            datadir::create_partition_dir(&dir, id).map_err(|(e, _)| TopicError::from(e))?;
+                        }
                         datadir::sync_dir(&self.data_dir).map_err(TopicError::io(&self.data_dir))?;
                         Log::open(&dir, log_config.clone(), now_ms())?
                     }
