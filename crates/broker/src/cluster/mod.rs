@@ -223,13 +223,7 @@ impl ClusterRuntime {
             }
             let mut fenced = true;
             loop {
-                let request = BrokerHeartbeatRequest {
-                    broker_id: self.node_id,
-                    broker_epoch: self.broker_epoch(),
-                    current_metadata_offset: self.image().offset(),
-                    want_fence: false,
-                    want_shutdown: false,
-                };
+                let request = self.heartbeat_request(false);
                 match self.client.heartbeat(request).await {
                     Ok(reply) if reply.error_code == 0 => {
                         if fenced != reply.is_fenced {
@@ -251,17 +245,22 @@ impl ClusterRuntime {
         }
     }
 
+    /// A heartbeat with the image offset this broker applied.
+    fn heartbeat_request(&self, want_shutdown: bool) -> BrokerHeartbeatRequest {
+        BrokerHeartbeatRequest {
+            broker_id: self.node_id,
+            broker_epoch: self.broker_epoch(),
+            current_metadata_offset: self.image().offset(),
+            want_fence: false,
+            want_shutdown,
+        }
+    }
+
     /// Kafka's controlled shutdown: ask the controller to move leadership away, bounded.
     pub async fn controlled_shutdown(&self, bound: Duration) {
         let deadline = tokio::time::Instant::now() + bound;
         while tokio::time::Instant::now() < deadline {
-            let request = BrokerHeartbeatRequest {
-                broker_id: self.node_id,
-                broker_epoch: self.broker_epoch(),
-                current_metadata_offset: self.image().offset(),
-                want_fence: false,
-                want_shutdown: true,
-            };
+            let request = self.heartbeat_request(true);
             match tokio::time::timeout_at(deadline, self.client.heartbeat(request)).await {
                 Ok(Ok(reply)) if reply.should_shutdown => {
                     tracing::info!("controlled shutdown: the controller moved leadership away");
