@@ -18,6 +18,7 @@ use super::metadata::str_bytes;
 use crate::config::{topic_config_def, validate_topic_config, ConfigSource, ConfigType, BROKER_CONFIGS, TOPIC_CONFIGS};
 use crate::errors::topic_error_code;
 use crate::Broker;
+use tern_metadata::ConfigResourceType;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -70,20 +71,20 @@ fn describe_all(broker: &Arc<Broker>, request: DescribeConfigsRequest) -> Descri
         let keys = resource.configuration_keys.as_ref();
         let wanted = |name: &str| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == name));
         match resource.resource_type {
-            TOPIC => match broker.topics.get(resource.resource_name.as_str()) {
+            TOPIC => match topic_overrides(broker, resource.resource_name.as_str()) {
                 None => {
                     result.error_code = ResponseError::UnknownTopicOrPartition.code();
                     result.error_message =
                         Some(str_bytes(&format!("Topic '{}' does not exist.", resource.resource_name.as_str())));
                 }
-                Some(topic) => {
-                    for (def, value, source) in broker.config.effective_topic_configs(&topic.configs) {
+                Some(overrides) => {
+                    for (def, value, source) in broker.config.effective_topic_configs(&overrides) {
                         if !wanted(def.name) {
                             continue;
                         }
                         let mut e = entry(def.name, &value, source, def.kind, false);
                         if request.include_synonyms {
-                            e.synonyms = synonyms(broker, def.name, &topic.configs);
+                            e.synonyms = synonyms(broker, def.name, &overrides);
                         }
                         result.configs.push(e);
                     }
@@ -111,6 +112,19 @@ fn describe_all(broker: &Arc<Broker>, request: DescribeConfigsRequest) -> Descri
         response.results.push(result);
     }
     response
+}
+
+/// A topic's config overrides: from the metadata image on a cluster node (the topic may have
+/// no replica here), from the registry on a single node; `None` if there is no such topic.
+fn topic_overrides(broker: &Broker, name: &str) -> Option<BTreeMap<String, String>> {
+    match broker.cluster() {
+        Some(cluster) => {
+            let image = cluster.image();
+            image.topic_by_name(name)?;
+            Some(image.configs(ConfigResourceType::TOPIC, name).cloned().unwrap_or_default())
+        }
+        None => broker.topics.get(name).map(|t| t.configs.clone()),
+    }
 }
 
 fn synonyms(broker: &Broker, name: &str, overrides: &BTreeMap<String, String>) -> Vec<DescribeConfigsSynonym> {
@@ -171,10 +185,44 @@ async fn apply_topic_configs(
     validate_only: bool,
 ) -> ConfigResult {
     let _guard = broker.admin_lock.lock().await;
-    let topic = broker
-        .topics
-        .get(name)
-        .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")))?;
+    let unknown = || (ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist."));
+    if let Some(cluster) = broker.cluster() {
+        // A controller operation: the image holds every topic's overrides, whichever brokers
+        // host it; the reconciler applies them to the local replicas.
+        let image = cluster.image();
+        image.topic_by_name(name).ok_or_else(unknown)?;
+        let current = image.configs(ConfigResourceType::TOPIC, name).cloned().unwrap_or_default();
+        let configs = build(&current)?;
+        for (k, v) in &configs {
+            validate_topic_config(k, v).map_err(|e| (ResponseError::InvalidConfig, e.0))?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut changes: Vec<(String, Option<String>)> =
+            current.keys().filter(|k| !configs.contains_key(*k)).map(|k| (k.clone(), None)).collect();
+        changes.extend(
+            configs.iter().filter(|(k, v)| current.get(*k) != Some(v)).map(|(k, v)| (k.clone(), Some(v.clone()))),
+        );
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let code = cluster
+            .client
+            .alter_configs(ConfigResourceType::TOPIC, name, changes)
+            .await
+            .map_err(|e| (ResponseError::RequestTimedOut, format!("the controller cannot be reached: {e}")))?;
+        if let Some(error) = ResponseError::try_from_code(code) {
+            return Err((error, format!("the controller refused the change of {name}'s configs")));
+        }
+        cluster
+            .wait_for_image(|image| {
+                image.configs(ConfigResourceType::TOPIC, name).cloned().unwrap_or_default() == configs
+            })
+            .await;
+        return Ok(());
+    }
+    let topic = broker.topics.get(name).ok_or_else(unknown)?;
     let configs = build(&topic.configs)?;
     for (k, v) in &configs {
         validate_topic_config(k, v).map_err(|e| (ResponseError::InvalidConfig, e.0))?;
