@@ -33,6 +33,8 @@ pub use crate::datadir::write_atomically;
 
 /// Kafka's internal topics (`Topic.isInternal`): clients may not produce to them.
 const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state", "__share_group_state"];
+/// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 /// Where topic metadata files live, inside the data directory.
 pub(crate) const TOPICS_DIR: &str = ".topics";
 
@@ -205,6 +207,15 @@ impl Partition {
         let effects = replica.await_replication(request_id, required_offset, now_ms().saturating_add(timeout_ms));
         self.execute(effects);
         rx
+    }
+
+    /// Answers every acks=all produce still waiting on this replica with `error_code` (its
+    /// topic is gone: they need not wait for their timeout).
+    pub(crate) fn fail_waiting_produces(&self, error_code: i16) {
+        let waiting = std::mem::take(&mut *self.produce_waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, tx) in waiting {
+            let _ = tx.send(error_code);
+        }
     }
 
     /// A follower's Fetch of this partition, on the leader.
@@ -735,6 +746,7 @@ impl TopicRegistry {
         for p in &topic.partitions {
             p.log.mark_deleted();
             p.wake_fetches();
+            p.fail_waiting_produces(UNKNOWN_TOPIC_OR_PARTITION);
             let from = partition_dir(&self.data_dir, name, p.index);
             let to = self.data_dir.join(datadir::delete_dir_name(name, p.index));
             match fs::rename(&from, &to) {

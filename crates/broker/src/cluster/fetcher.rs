@@ -18,7 +18,12 @@ use tern_client::connection::Connection;
 use tokio::sync::Notify;
 
 use crate::handlers::metadata::topic_name;
+use crate::log_limit::LogLimiter;
 use crate::{now_ms, Broker};
+
+/// Fetch failures repeat every `replica.fetch.backoff.ms` while their cause lasts (a dead
+/// leader, a full disk): logged rate-limited, with how many were suppressed.
+static PROBLEMS: LogLimiter = LogLimiter::new();
 
 /// Fetch v12: topics by name, `replica_id` in the request, diverging epochs in the answer.
 const FETCH_VERSION: i16 = 12;
@@ -127,7 +132,9 @@ async fn run(
                     c
                 }
                 Err(e) => {
-                    tracing::warn!(leader_id, address, error = %e, "replica fetcher cannot connect to the leader");
+                    if let Some(suppressed) = PROBLEMS.allow() {
+                        tracing::warn!(leader_id, address, error = %e, suppressed, "replica fetcher cannot connect to the leader");
+                    }
                     tokio::time::sleep(backoff).await;
                     continue;
                 }
@@ -147,7 +154,9 @@ async fn run(
         let response: FetchResponse = match response {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(leader_id, address, error = %e, "replica fetch failed");
+                if let Some(suppressed) = PROBLEMS.allow() {
+                    tracing::warn!(leader_id, address, error = %e, suppressed, "replica fetch failed");
+                }
                 connection = None;
                 tokio::time::sleep(backoff).await;
                 continue;
@@ -233,7 +242,9 @@ fn apply_response(broker: &Broker, response: FetchResponse) -> bool {
                 match partition.log.truncate_to(offset) {
                     Ok(()) => partition.truncated(partition.log.log_end_offset(), false),
                     Err(e) => {
-                        tracing::error!(topic = name, partition = p.partition_index, error = %e, "truncation failed");
+                        if let Some(suppressed) = PROBLEMS.allow() {
+                            tracing::error!(topic = name, partition = p.partition_index, error = %e, suppressed, "truncation failed");
+                        }
                         any_error = true;
                     }
                 }
@@ -243,7 +254,9 @@ fn apply_response(broker: &Broker, response: FetchResponse) -> bool {
             let records = p.records.unwrap_or_default();
             if !records.is_empty() {
                 if let Err(e) = partition.log.append_replicated(&records, now_ms()) {
-                    tracing::error!(topic = name, partition = p.partition_index, error = %e, "cannot append replicated records");
+                    if let Some(suppressed) = PROBLEMS.allow() {
+                        tracing::error!(topic = name, partition = p.partition_index, error = %e, suppressed, "cannot append replicated records");
+                    }
                     any_error = true;
                     continue;
                 }
