@@ -949,6 +949,10 @@ mod tests {
             .arg("--config")
             .arg(paths.config(1))
             .current_dir(dir.path())
+            // Its `sleep` outlives the kill by up to a second: it must not hold the test's output.
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         std::fs::write(paths.pid(1), format!("{}\n", child.id())).unwrap();
