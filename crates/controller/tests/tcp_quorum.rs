@@ -290,3 +290,51 @@ fn quorum_voters_parse_and_name_the_bad_entry() {
         assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
     }
 }
+
+/// A voter frozen as by SIGSTOP: its port still accepts connections (the kernel does that) but
+/// nothing is ever read or answered. Holds the accepted sockets until dropped.
+fn black_hole(listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_voter_does_not_stop_the_other_two() {
+    bounded(async {
+        for freeze_leader in [false, true] {
+            let mut cluster = TcpCluster::start().await;
+            cluster.register_brokers().await;
+            cluster.create_topic("before", 3).await;
+            cluster.converged_image().await;
+            let leader = cluster.leader().await;
+            let frozen = match freeze_leader {
+                true => leader,
+                false => *cluster.voters.keys().find(|id| **id != leader).unwrap(),
+            };
+            let addr = cluster.addrs[&frozen];
+            cluster.stop_voter(frozen).await;
+            let mut listener = TcpListener::bind(addr).await;
+            for _ in 0..100 {
+                if listener.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                listener = TcpListener::bind(addr).await;
+            }
+            let hole = black_hole(listener.unwrap());
+            for i in 0..5 {
+                cluster.create_topic(&format!("while-frozen-{i}"), 2).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let image = cluster.converged_image().await;
+            assert!(image.topic_by_name("while-frozen-4").is_some(), "frozen {frozen} (leader: {freeze_leader})");
+            hole.abort();
+            cluster.shutdown().await;
+        }
+    })
+    .await
+}

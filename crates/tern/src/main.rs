@@ -38,15 +38,25 @@ enum Command {
     /// Check or truncate the partition logs of a stopped broker's data directory.
     #[command(subcommand)]
     Log(log_tool::LogCommand),
+    /// Show the controller quorum: the active controller, its epoch, the voters' progress.
+    Quorum(cli_client::QuorumArgs),
     /// Run a local multi-node cluster: `up`, `status`, `down`.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
 }
 
+/// The log filter when `RUST_LOG` is unset. openraft reports every failed RPC to a voter that
+/// is down (ten a second) and narrates each election at INFO; the quorum transport logs a
+/// voter becoming unreachable and reachable again instead (`tern_controller::raft`).
+const DEFAULT_LOG_FILTER: &str =
+    "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
+
 fn main() -> Result<()> {
     // Colour codes only for a terminal: in files and journald they are noise.
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -64,6 +74,7 @@ fn main() -> Result<()> {
             Command::Group(cmd) => cli_client::group(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Log(cmd) => log_tool::run(cmd),
+            Command::Quorum(args) => cli_client::quorum(args).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
         }
     })

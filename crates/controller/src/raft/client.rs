@@ -37,9 +37,15 @@ use crate::errors::{NONE, NOT_CONTROLLER};
 /// The pause before the next attempt after NOT_CONTROLLER or a connection error.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
-/// No single attempt waits longer than this (nor than the time left): a voter that accepted
-/// the request but cannot commit it (a deposed leader cut off from the quorum) must not
-/// take the whole request timeout.
+/// How long one attempt at a voter may take for the requests a broker's liveness hangs on
+/// (registration, heartbeats, AlterPartition, producer ids), as Kafka's
+/// `controller.quorum.request.timeout.ms` (2000): a voter that accepted the request but
+/// does not answer (frozen, or a deposed leader cut off from the quorum) must not hold them
+/// past a broker session, or healthy brokers get fenced while the client waits.
+pub const LIVENESS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// No single attempt at an admin request (CreateTopics, ...) waits longer than half the
+/// request timeout, nor less than this, nor longer than the time left.
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,7 +160,14 @@ impl ControllerClient {
             if now >= deadline {
                 break;
             }
-            let attempt_timeout = (deadline - now).min((self.request_timeout / 2).max(MIN_ATTEMPT_TIMEOUT));
+            let attempt_timeout = match api {
+                ApiKey::BrokerRegistration
+                | ApiKey::BrokerHeartbeat
+                | ApiKey::AlterPartition
+                | ApiKey::AllocateProducerIds => LIVENESS_ATTEMPT_TIMEOUT,
+                _ => (self.request_timeout / 2).max(MIN_ATTEMPT_TIMEOUT),
+            };
+            let attempt_timeout = (deadline - now).min(attempt_timeout);
             let peer = &self.voters[&id];
             let reply = peer
                 .round_trip(

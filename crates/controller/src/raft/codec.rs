@@ -192,6 +192,17 @@ pub enum RaftRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
 }
 
+impl RaftRequest {
+    /// The RPC's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RaftRequest::AppendEntries(_) => "AppendEntries",
+            RaftRequest::Vote(_) => "Vote",
+            RaftRequest::InstallSnapshot(_) => "InstallSnapshot",
+        }
+    }
+}
+
 /// The answer to a [`RaftRequest`]: openraft's response, or the error the remote Raft
 /// returned.
 #[derive(Debug, PartialEq, Eq)]

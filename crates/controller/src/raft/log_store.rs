@@ -95,10 +95,22 @@ impl LogStore {
     }
 }
 
-/// Runs file I/O on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+/// Runs file I/O on the blocking pool. A write slower than [`SLOW_IO`] is logged: every Raft
+/// RPC waits for it, and the leader gives an AppendEntries one heartbeat interval.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let took = started.elapsed();
+    if took > SLOW_IO {
+        tracing::warn!(what, took_ms = took.as_millis() as u64, "slow controller log write");
+    }
+    result
 }
+
+const SLOW_IO: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Inner {
     async fn write_meta(&self) -> Result<(), StorageError> {
@@ -115,7 +127,7 @@ impl Inner {
         codec::write_log_id(&mut w, &self.last_purged);
         codec::write_log_id(&mut w, &self.committed);
         let path = files.dir.join("log-meta");
-        blocking(move || codec::write_file_atomically(&path, &out)).await.map_err(io_err)
+        blocking("log-meta", move || codec::write_file_atomically(&path, &out)).await.map_err(io_err)
     }
 
     async fn rewrite_log(&mut self) -> Result<(), StorageError> {
@@ -135,7 +147,7 @@ impl Inner {
             File::open(&dir)?.sync_all()?;
             OpenOptions::new().append(true).open(&path)
         };
-        files.log = blocking(write).await.map_err(io_err)?;
+        files.log = blocking("log rewrite", write).await.map_err(io_err)?;
         Ok(())
     }
 }
@@ -199,7 +211,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let result = match &inner.files {
             Some(files) => match files.log.try_clone() {
-                Ok(mut log) => blocking(move || log.write_all(&out).and_then(|_| log.sync_data())).await,
+                Ok(mut log) => blocking("log append", move || log.write_all(&out).and_then(|_| log.sync_data())).await,
                 Err(e) => Err(e),
             },
             None => Ok(()),

@@ -17,9 +17,12 @@ const SNAPSHOT_EVERY: u64 = 20_000;
 fn raft_config() -> Result<Arc<openraft::Config>, NodeError> {
     let config = openraft::Config {
         cluster_name: "tern".into(),
+        // A follower campaigns once it has heard nothing for openraft's leader lease (the
+        // maximum election timeout) plus a random election timeout: 1.8-2.4 s after a
+        // leader dies. The heartbeat interval is also how long an AppendEntries may take.
         heartbeat_interval: 100,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
         ..Default::default()
     };

@@ -25,8 +25,10 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::BasicNode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
 use tokio::sync::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -194,7 +196,13 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, node: Arc<Con
                     return;
                 }
             };
+            let started = std::time::Instant::now();
+            let kind = request.kind();
             let reply = dispatch(node.raft(), request).await;
+            let took = started.elapsed();
+            if took > std::time::Duration::from_millis(100) {
+                tracing::warn!(%peer, kind, took_ms = took.as_millis() as u64, "slow Raft request");
+            }
             codec::encode_reply(correlation_id, &reply)
         };
         if payload.len() > MAX_FRAME_BYTES {
@@ -266,6 +274,8 @@ impl TcpNetwork {
 pub(super) struct Peer {
     addr: SocketAddr,
     link: Mutex<Link>,
+    /// Whether the last exchange failed (for logging changes only).
+    failing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -346,7 +356,7 @@ fn invalid(reason: String) -> SendError {
 
 impl Peer {
     pub(super) fn new(addr: SocketAddr) -> Self {
-        Peer { addr, link: Mutex::default() }
+        Peer { addr, link: Mutex::default(), failing: AtomicBool::new(false) }
     }
 
     /// Sends the message `encode` makes for the next correlation id and returns its reply,
@@ -379,13 +389,25 @@ impl Peer {
             link.stream = Some(stream);
             Ok(reply)
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, format!("no reply within {timeout:?}"));
                 Err(SendError::Network(e))
             }
+        };
+        // Logged when the state changes, not per request: a voter that is down fails ten
+        // requests a second.
+        match &result {
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(peer = %self.addr, error = %e, "quorum peer unreachable")
+            }
+            Ok(_) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(peer = %self.addr, "quorum peer reachable again")
+            }
+            _ => {}
         }
+        result
     }
 }
 
