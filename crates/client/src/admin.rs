@@ -46,6 +46,16 @@ pub enum ConfigOp {
     Delete(String),
 }
 
+/// The controller quorum from DescribeQuorum: `leader_id` -1 while there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    /// (voter id, log end offset; -1 where the answering voter does not know it).
+    pub voters: Vec<(i32, i64)>,
+}
+
 /// Cluster description from DescribeCluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDescription {
@@ -384,6 +394,32 @@ impl Admin {
                     rack: b.rack.as_ref().map(|r| r.to_string()),
                 })
                 .collect(),
+        })
+    }
+
+    /// DescribeQuorum of the metadata log (`__cluster_metadata` partition 0), asked of any
+    /// broker: the active controller and the voters, as that broker sees them.
+    pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+        let resp = self.cluster.any_connection().await?.send(&request).await?;
+        let message = resp.error_message.as_ref().map(|m| m.as_str());
+        if let Some(e) = Error::from_code(resp.error_code, None, None, message) {
+            return Err(e);
+        }
+        let Some(p) = resp.topics.first().and_then(|t| t.partitions.first()) else {
+            return Err(Error::Protocol("DescribeQuorum answered no partition".into()));
+        };
+        if let Some(e) = Error::from_code(p.error_code, None, None, p.error_message.as_ref().map(|m| m.as_str())) {
+            return Err(e);
+        }
+        Ok(QuorumDescription {
+            leader_id: p.leader_id.0,
+            leader_epoch: p.leader_epoch,
+            high_watermark: p.high_watermark,
+            voters: p.current_voters.iter().map(|v| (v.replica_id.0, v.log_end_offset)).collect(),
         })
     }
 

@@ -52,6 +52,7 @@ client_requests! {
     DescribeConfigsRequest => DescribeConfigsResponse, DescribeConfigs;
     IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse, IncrementalAlterConfigs;
     DescribeClusterRequest => DescribeClusterResponse, DescribeCluster;
+    DescribeQuorumRequest => DescribeQuorumResponse, DescribeQuorum;
     DeleteRecordsRequest => DeleteRecordsResponse, DeleteRecords;
     FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator;
     JoinGroupRequest => JoinGroupResponse, JoinGroup;
@@ -305,6 +306,7 @@ fn client_max_version(key: ApiKey) -> Option<i16> {
         ApiKey::DescribeConfigs => DescribeConfigsRequest::MAX_VERSION,
         ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::MAX_VERSION,
         ApiKey::DescribeCluster => DescribeClusterRequest::MAX_VERSION,
+        ApiKey::DescribeQuorum => DescribeQuorumRequest::MAX_VERSION,
         ApiKey::DeleteRecords => DeleteRecordsRequest::MAX_VERSION,
         ApiKey::FindCoordinator => FindCoordinatorRequest::MAX_VERSION,
         ApiKey::JoinGroup => JoinGroupRequest::MAX_VERSION,

@@ -571,13 +571,16 @@ fn start_node(paths: &Paths, layout: &Layout, node: &NodePorts, exe: &Path) -> R
     Ok(child)
 }
 
-/// One node's answer to DescribeCluster, asked of that node alone.
-async fn describe(node: &NodePorts, timeout: Duration) -> Result<ClusterDescription> {
+/// One node's answers to DescribeCluster and DescribeQuorum, asked of that node alone: the
+/// brokers it knows, and the active controller (-1 while there is none).
+async fn describe(node: &NodePorts, timeout: Duration) -> Result<(ClusterDescription, i32)> {
     let config =
         ClusterConfig { bootstrap: kafka_addr(node), client_id: "tern-cluster".into(), request_timeout: timeout };
     let ask = async {
         let admin = Admin::with_config(config).await?;
-        admin.describe_cluster().await
+        let cluster = admin.describe_cluster().await?;
+        let quorum = admin.describe_quorum().await?;
+        Ok::<_, tern_client::Error>((cluster, quorum.leader_id))
     };
     match tokio::time::timeout(timeout, ask).await {
         Ok(r) => Ok(r?),
@@ -622,18 +625,18 @@ async fn wait_until_serving(
                 .saturating_duration_since(Instant::now())
                 .clamp(Duration::from_millis(100), Duration::from_secs(3));
             let reason = match describe(node, left).await {
-                Ok(d) => {
+                Ok((d, leader)) => {
                     let mut have: Vec<i32> = d.brokers.iter().map(|b| b.id).collect();
                     have.sort_unstable();
                     if want.iter().all(|id| have.contains(id)) {
-                        let leader = if d.controller_id >= 0 { d.controller_id.to_string() } else { "unknown".into() };
+                        let leader = if leader >= 0 { leader.to_string() } else { "unknown".into() };
                         eprintln!("Node {} serves: brokers {have:?}, controller leader {leader}.", node.id);
                         waiting.remove(&node.id);
                         continue;
                     }
                     format!("DescribeCluster lists brokers {have:?}, not all of {want:?}")
                 }
-                Err(e) => format!("DescribeCluster on {} failed: {e:#}", kafka_addr(node)),
+                Err(e) => format!("DescribeCluster/DescribeQuorum on {} failed: {e:#}", kafka_addr(node)),
             };
             waiting.insert(node.id, reason);
         }
@@ -728,16 +731,16 @@ async fn status(dir: &Path) -> Result<()> {
                 leader = Some((n.id, d));
                 break;
             }
-            Err(e) => eprintln!("Node {} did not answer DescribeCluster: {e:#}", n.id),
+            Err(e) => eprintln!("Node {} did not answer DescribeCluster/DescribeQuorum: {e:#}", n.id),
         }
     }
     match leader {
-        Some((from, d)) => {
+        Some((from, (d, controller))) => {
             let mut ids: Vec<i32> = d.brokers.iter().map(|b| b.id).collect();
             ids.sort_unstable();
             let ids: Vec<String> = ids.iter().map(i32::to_string).collect();
-            if d.controller_id >= 0 {
-                println!("Controller leader: {}", d.controller_id);
+            if controller >= 0 {
+                println!("Controller leader: {controller}");
             } else {
                 println!("Controller leader: unknown (node {from} knows of none)");
             }

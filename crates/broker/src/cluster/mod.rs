@@ -172,6 +172,21 @@ impl ClusterRuntime {
         self.controller.leader().map(|id| id as i32)
     }
 
+    /// The `controller_id` of Metadata and DescribeCluster. As in Kafka's KRaft mode, clients
+    /// never talk to the controller: brokers forward admin requests to it. So the answer names
+    /// a live broker (this one if it is in the broker list, else the first that is), never the
+    /// active controller: an admin client that waited for a dead controller's id to change
+    /// would stall for its whole timeout after the controller failed. DescribeQuorum names
+    /// the active controller.
+    pub(crate) fn controller_id_for_clients(&self, image: &MetadataImage) -> i32 {
+        let alive = self.alive_brokers(image);
+        if alive.iter().any(|b| b.id == self.node_id) {
+            self.node_id
+        } else {
+            alive.first().map_or(-1, |b| b.id)
+        }
+    }
+
     /// Waits (bounded) until this broker's image satisfies `done`.
     pub(crate) async fn wait_for_image(&self, done: impl Fn(&MetadataImage) -> bool) -> bool {
         let mut applied = self.controller.applied();

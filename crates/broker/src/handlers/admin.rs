@@ -15,7 +15,8 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse,
 };
 
 use super::blocking;
@@ -303,6 +304,18 @@ async fn grow_topic(
         .await
         .map(|_| ())
         .map_err(|e| (topic_error_code(&e), e.to_string()))
+}
+
+/// DescribeQuorum: answered by a cluster node; a single node runs no controller quorum.
+pub(crate) async fn describe_quorum(broker: &Arc<Broker>, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
+    if let Some(cluster) = broker.cluster() {
+        return super::cluster_admin::describe_quorum(cluster, request).await;
+    }
+    let mut response = DescribeQuorumResponse::default();
+    response.error_code = kafka_protocol::error::ResponseError::InvalidRequest.code();
+    response.error_message =
+        Some(str_bytes("this broker runs as a single node, without a controller quorum (see process.roles)"));
+    response
 }
 
 pub(crate) fn describe_cluster(broker: &Arc<Broker>, request: DescribeClusterRequest) -> DescribeClusterResponse {

@@ -10,9 +10,11 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, TopicName,
 };
 use tern_controller::{CreatableTopic, CreatePartitionsTopic, TopicRef};
 
@@ -218,7 +220,7 @@ pub(crate) fn describe_cluster(
         response.cluster_authorized_operations = CLUSTER_OPERATIONS;
     }
     response.cluster_id = str_bytes(cluster_id);
-    response.controller_id = BrokerId(cluster.controller_leader().unwrap_or(-1));
+    response.controller_id = BrokerId(cluster.controller_id_for_clients(&image));
     response.brokers = cluster
         .alive_brokers(&image)
         .into_iter()
@@ -230,5 +232,51 @@ pub(crate) fn describe_cluster(
                 .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect();
+    response
+}
+
+/// The metadata log's name and partition in DescribeQuorum, as Kafka's KRaft names them.
+pub(crate) const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum (Kafka's `kafka-metadata-quorum describe --status`): the controller quorum
+/// as this voter sees it. Every node of a combined cluster is a voter, so it answers itself
+/// rather than forwarding: the leader, its epoch (the Raft term) and the committed offset,
+/// and every voter's log end offset (known on the leader; on a follower only its own).
+/// Openraft does not report fetch times, so those are -1 ("unknown", as Kafka uses).
+pub(crate) async fn describe_quorum(
+    cluster: &Arc<ClusterRuntime>,
+    request: DescribeQuorumRequest,
+) -> DescribeQuorumResponse {
+    let mut response = DescribeQuorumResponse::default();
+    let asks_metadata_log = request
+        .topics
+        .iter()
+        .all(|t| t.topic_name.0.as_str() == METADATA_TOPIC && t.partitions.iter().all(|p| p.partition_index == 0));
+    if request.topics.is_empty() || !asks_metadata_log {
+        response.error_code = ResponseError::InvalidRequest.code();
+        response.error_message = Some(str_bytes(&format!("only {METADATA_TOPIC} partition 0 has a quorum")));
+        return response;
+    }
+    let info = cluster.controller.quorum_info().await;
+    let voters = info
+        .voters
+        .iter()
+        .map(|v| {
+            ReplicaState::default()
+                .with_replica_id(BrokerId(v.id as i32))
+                .with_log_end_offset(v.log_end_offset)
+                .with_last_fetch_timestamp(v.last_fetch_ms.unwrap_or(-1))
+                .with_last_caught_up_timestamp(v.last_caught_up_ms.unwrap_or(-1))
+        })
+        .collect();
+    let partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_leader_id(BrokerId(info.leader_id.map_or(-1, |id| id as i32)))
+        .with_leader_epoch(i32::try_from(info.leader_epoch).unwrap_or(i32::MAX))
+        .with_high_watermark(info.high_watermark)
+        .with_current_voters(voters);
+    response.topics = vec![TopicData::default()
+        .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
+        .with_partitions(vec![partition])];
     response
 }

@@ -178,7 +178,7 @@ async fn cluster_metadata(
                 .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect();
-    response.controller_id = BrokerId(cluster.controller_leader().unwrap_or(-1));
+    response.controller_id = BrokerId(cluster.controller_id_for_clients(&image));
     let Some(requested) = requested else {
         response.topics = image.topics().map(|t| describe_image_topic(&image, t, version, topic_operations)).collect();
         response.topics.sort_by(|a, b| a.name.cmp(&b.name));

@@ -8,6 +8,7 @@
 mod consume;
 mod group;
 mod produce;
+mod quorum;
 mod topic;
 
 use std::io::IsTerminal;
@@ -19,6 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub use consume::{consume, ConsumeArgs};
 pub use group::{group, GroupCommand};
 pub use produce::{produce, ProduceArgs};
+pub use quorum::{quorum, QuorumArgs};
 pub use topic::{topic, TopicCommand};
 
 /// Where to find the cluster; shared by every client command.
