@@ -34,8 +34,10 @@ if ! command -v kcat >/dev/null 2>&1 && ! command -v kafkacat >/dev/null 2>&1; t
 fi
 
 # The fault suite: strace (directory fsyncs), prlimit (open-file limits), gcc (an fsync-failure
-# shim), mount (a small tmpfs for the full-disk scenarios; needs root, as CI runs).
+# shim), mount (a small tmpfs for the full-disk scenarios; needs root, as CI runs); the cluster
+# fault suite: ip (network namespaces and veth pairs for partitions; needs CAP_NET_ADMIN).
 need_apt=()
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)

@@ -112,6 +112,10 @@ class Cluster:
         return self.run("down", timeout=timeout)
 
     # -- layout and processes -----------------------------------------------------------------
+    def started(self):
+        """Whether `up` made anything that teardown must stop."""
+        return (self.dir / "cluster.properties").exists()
+
     def layout(self):
         return parse_layout((self.dir / "cluster.properties").read_text())
 

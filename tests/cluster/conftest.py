@@ -62,8 +62,8 @@ def cluster_factory(request, tmp_path):
     made = []
     request.node._tern_clusters = made
 
-    def make(nodes=3, settings=None, name="cluster"):
-        c = Cluster(tmp_path / name, nodes=nodes, settings=settings)
+    def make(nodes=3, settings=None, name="cluster", cls=Cluster, **kwargs):
+        c = cls(tmp_path / name, nodes=nodes, settings=settings, **kwargs)
         made.append(c)
         _LIVE.append(c)
         return c
@@ -71,7 +71,7 @@ def cluster_factory(request, tmp_path):
     yield make
     problems = []
     for c in made:
-        if not (c.dir / "cluster.properties").exists():
+        if not c.started():
             continue
         # A SIGSTOPped node would sit out `down`'s grace period: `down` sends SIGCONT after
         # SIGTERM, and SIGKILL ends it anyway.

@@ -2,8 +2,11 @@
 starts or stops, and that they find the cluster by its directory alone."""
 
 import re
+import subprocess
 
 import pytest
+
+from cluster import tern_bin
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,6 +66,16 @@ def test_up_status_restart_down(cluster):
 
     text = check_status(cluster, running={1, 2, 3})
     assert controller_leader(text) in {"1", "2", "3"}, f"a controller leader among the nodes:\n{text}"
+    # `tern quorum` (DescribeQuorum) asked of any node names the same active controller and all
+    # three voters; Metadata's controller_id names a live broker instead (Kafka's KRaft rule).
+    for n in (1, 2, 3):
+        q = subprocess.run([str(tern_bin()), "quorum", "--bootstrap-server", cluster.kafka_addr(n)],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        assert q.returncode == 0, f"tern quorum against node {n}: {q.stderr}"
+        assert re.search(rf"^LeaderId:\s+{controller_leader(text)}$", q.stdout, re.M), q.stdout
+        assert re.search(r"^CurrentVoters:\s+\[1,2,3\]$", q.stdout, re.M), q.stdout
+        md = cluster.admin().list_topics(timeout=30)
+        assert md.controller_id in (1, 2, 3), f"Metadata controller_id {md.controller_id}"
 
     # A second `up` starts nothing: every node is running.
     assert cluster.up() == boot
