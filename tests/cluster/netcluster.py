@@ -50,12 +50,19 @@ def ip(*args, check=True):
 
 
 def remove_stale_namespaces():
-    """Removes the namespaces (and so their veths) of earlier runs whose pytest is gone."""
+    """Removes the namespaces (and so their veths) of earlier runs whose pytest is gone, after
+    SIGKILLing what still runs in them (nodes of a pytest that died without its teardown)."""
     r = ip("netns", "list", check=False)
     for line in r.stdout.splitlines():
-        m = re.match(r"tn(\d+)(hub|n\d+)\b", line.strip())
+        name = line.split()[0] if line.split() else ""
+        m = re.match(r"tn(\d+)(hub|n\d+)$", name)
         if m and not Path(f"/proc/{m.group(1)}").exists():
-            ip("netns", "del", line.split()[0], check=False)
+            for pid in ip("netns", "pids", name, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            ip("netns", "del", name, check=False)
 
 
 class Network:
@@ -108,6 +115,15 @@ class Network:
             ip("netns", "del", self.ns(n), check=False)
         ip("netns", "del", self.hub, check=False)
         ip("link", "del", f"{self.tag}c", check=False)
+
+
+def die_with_parent():
+    """In the child before exec: SIGKILL it when the thread that started it (pytest's) dies,
+    so a pytest killed without its teardown (an abort, SIGKILL) leaves no node running."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def kafka_uuid():
@@ -185,7 +201,7 @@ class NetCluster(Cluster):
             log.flush()
             env = {**os.environ, "RUST_LIB_BACKTRACE": os.environ.get("RUST_LIB_BACKTRACE", "0")}
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent)
         (self.node_dir(node) / "pid").write_text(f"{proc.pid}\n")
         self.history.append((cmd, f"started pid {proc.pid}", "", ""))
         # Reap it when it exits, so its pid does not linger as a zombie that /proc still shows.

@@ -190,6 +190,8 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker_config!("offsets.topic.replication.factor", Int, Some("3"), (1.0, i16::MAX as f64)),
     broker_config!("broker.heartbeat.interval.ms", Int, Some("2000"), at_least(1.0)),
     broker_config!("broker.session.timeout.ms", Int, Some("9000"), at_least(1.0)),
+    broker_config!("auto.leader.rebalance.enable", Boolean, Some("true")),
+    broker_config!("leader.imbalance.check.interval.seconds", Long, Some("300"), at_least(1.0)),
     broker_config!("replica.lag.time.max.ms", Long, Some("30000"), at_least(1.0)),
     broker_config!("replica.fetch.max.bytes", Int, Some("1048576"), at_least(0.0)),
     broker_config!("replica.fetch.response.max.bytes", Int, Some("10485760"), at_least(0.0)),

@@ -397,6 +397,39 @@ impl Admin {
         })
     }
 
+    /// ElectLeaders (v1+: `unclean` false is a preferred election): `partitions` of `None`
+    /// asks for every partition, and the answer then leaves out those that need no election.
+    /// Returns (topic, partition, error code) per partition answered; 0 is elected, 84
+    /// (ELECTION_NOT_NEEDED) means the right leader was already there.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<(String, i32, i16)>> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let topic_partitions = partitions.map(|topics| {
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    TopicPartitions::default().with_topic(TopicName(StrBytes::from_string(t))).with_partitions(ps)
+                })
+                .collect()
+        });
+        let request = ElectLeadersRequest::default()
+            .with_election_type(i8::from(unclean))
+            .with_topic_partitions(topic_partitions)
+            .with_timeout_ms(30_000);
+        let resp = self.cluster.controller().await?.send(&request).await?;
+        if let Some(e) = Error::from_code(resp.error_code, None, None, None) {
+            return Err(e);
+        }
+        Ok(resp
+            .replica_election_results
+            .iter()
+            .flat_map(|r| r.partition_result.iter().map(|p| (r.topic.0.to_string(), p.partition_id, p.error_code)))
+            .collect())
+    }
+
     /// DescribeQuorum of the metadata log (`__cluster_metadata` partition 0), asked of any
     /// broker: the active controller and the voters, as that broker sees them.
     pub async fn describe_quorum(&self) -> Result<QuorumDescription> {

@@ -53,6 +53,7 @@ client_requests! {
     IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse, IncrementalAlterConfigs;
     DescribeClusterRequest => DescribeClusterResponse, DescribeCluster;
     DescribeQuorumRequest => DescribeQuorumResponse, DescribeQuorum;
+    ElectLeadersRequest => ElectLeadersResponse, ElectLeaders;
     DeleteRecordsRequest => DeleteRecordsResponse, DeleteRecords;
     FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator;
     JoinGroupRequest => JoinGroupResponse, JoinGroup;
@@ -307,6 +308,7 @@ fn client_max_version(key: ApiKey) -> Option<i16> {
         ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::MAX_VERSION,
         ApiKey::DescribeCluster => DescribeClusterRequest::MAX_VERSION,
         ApiKey::DescribeQuorum => DescribeQuorumRequest::MAX_VERSION,
+        ApiKey::ElectLeaders => ElectLeadersRequest::MAX_VERSION,
         ApiKey::DeleteRecords => DeleteRecordsRequest::MAX_VERSION,
         ApiKey::FindCoordinator => FindCoordinatorRequest::MAX_VERSION,
         ApiKey::JoinGroup => JoinGroupRequest::MAX_VERSION,

@@ -35,6 +35,11 @@ pub struct ControllerConfig {
     pub unclean_leader_election_enable: bool,
     /// Seeds placement and topic ids. The driver passes a random seed; tests a fixed one.
     pub seed: u64,
+    /// `auto.leader.rebalance.enable`: move leadership back to each partition's preferred
+    /// replica (the first) when it is in the ISR and active again.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms: how often that is checked.
+    pub leader_imbalance_check_interval_ms: i64,
 }
 
 impl Default for ControllerConfig {
@@ -45,6 +50,8 @@ impl Default for ControllerConfig {
             default_replication_factor: 1,
             unclean_leader_election_enable: false,
             seed: 0,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }
@@ -53,6 +60,10 @@ pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable
 
 /// Producer ids handed to a broker at a time (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
 pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
+
+/// At most this many preferred-leader elections per balancing round (Kafka's
+/// `ReplicationControlManager` bounds them the same way), so one round's records stay small.
+pub const MAX_ELECTIONS_PER_IMBALANCE: usize = 1000;
 
 /// The active controller's view of one broker's session. Not replicated: a newly active
 /// controller starts every registered broker with a fresh session, as Kafka does.
@@ -78,6 +89,8 @@ pub struct Controller {
     image: MetadataImage,
     sessions: HashMap<BrokerId, BrokerSession>,
     rng: Rng,
+    /// When the next preferred-leader balancing round is due (if enabled).
+    next_balance_ms: i64,
 }
 
 impl Controller {
@@ -96,7 +109,8 @@ impl Controller {
             .collect();
         // Mixing in the offset keeps a new controller from repeating its predecessor's draws.
         let rng = Rng::new(config.seed ^ (image.offset() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        Controller { config, image, sessions, rng }
+        let next_balance_ms = now_ms.saturating_add(config.leader_imbalance_check_interval_ms);
+        Controller { config, image, sessions, rng, next_balance_ms }
     }
 
     /// The working image: the committed metadata plus every record returned since.
@@ -298,16 +312,45 @@ impl Controller {
                 s.controlled_shutdown_offset = None;
             }
         }
+        if self.config.auto_leader_rebalance_enable && now_ms >= self.next_balance_ms {
+            self.next_balance_ms = now_ms.saturating_add(self.config.leader_imbalance_check_interval_ms);
+            self.balance_leaders(&mut records);
+        }
         records
     }
 
+    /// Kafka's `maybeBalancePartitionLeaders` (`auto.leader.rebalance.enable`): a preferred
+    /// election for every partition not led by its first replica, which succeeds where that
+    /// replica is in the ISR, unfenced and not shutting down; at most
+    /// [`MAX_ELECTIONS_PER_IMBALANCE`] a round.
+    fn balance_leaders(&mut self, records: &mut Vec<MetadataRecord>) {
+        let imbalanced: Vec<(String, i32)> = self
+            .image
+            .topics()
+            .flat_map(|t| {
+                t.partitions.iter().filter(|(_, p)| !p.has_preferred_leader()).map(|(&i, _)| (t.name.clone(), i))
+            })
+            .collect();
+        let mut elected = 0;
+        for (topic, partition) in imbalanced {
+            if elected == MAX_ELECTIONS_PER_IMBALANCE {
+                break;
+            }
+            if self.elect_leader(&topic, partition, ElectionType::Preferred, records) == NONE {
+                elected += 1;
+            }
+        }
+    }
+
     /// When [`Controller::tick`] next has something to do: the earliest session expiry of an
-    /// unfenced broker.
+    /// unfenced broker, or the next leader balancing round.
     pub fn next_deadline(&self) -> Option<i64> {
+        let balance = self.config.auto_leader_rebalance_enable.then_some(self.next_balance_ms);
         self.image
             .unfenced_brokers()
             .filter_map(|b| self.sessions.get(&b.id))
             .map(|s| s.last_contact_ms + self.config.broker_session_timeout_ms + 1)
+            .chain(balance)
             .min()
     }
 

@@ -140,3 +140,57 @@ fn unclean_election_is_needed_only_without_a_leader() {
     let p = h.partition(t, 0);
     assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
 }
+
+#[test]
+fn leadership_moves_back_to_the_preferred_replica_at_the_balancing_interval() {
+    let config = ControllerConfig { seed: 42, leader_imbalance_check_interval_ms: 60_000, ..Default::default() };
+    let mut h = common::Harness::with_config(config);
+    h.brokers(1..=3, &[]);
+    let t = h.create_manual("t", vec![vec![1, 2, 3], vec![2, 3, 1]]);
+    // Broker 1 leaves (controlled fence): partition 0 moves to 2; then it comes back into the ISR.
+    h.heartbeat_with(1, true, false);
+    assert_eq!(h.partition(t, 0).leader, 2);
+    h.heartbeat(1);
+    let p = h.partition(t, 0);
+    assert_eq!(code(&mut h, 3, 2, 1, t, data(p.leader_epoch, p.partition_epoch, &[(2, 1), (3, 2), (1, 0)])), NONE);
+    assert_eq!(h.controller.next_deadline().map(|d| d <= 60_000), Some(true), "the round is a deadline");
+    // Not before the interval...
+    h.now_ms = 59_999;
+    for id in 1..=3 {
+        h.heartbeat(id);
+    }
+    assert!(h.tick().is_empty());
+    assert_eq!(h.partition(t, 0).leader, 2);
+    // ...then partition 0 goes back to broker 1, and partition 1 (already balanced) is untouched.
+    h.now_ms = 60_000;
+    let records = h.tick();
+    assert!(!records.is_empty());
+    assert_eq!(h.partition(t, 0).leader, 1);
+    assert_eq!(h.partition(t, 1).leader, 2);
+    // Balanced: the next round, an interval later, records nothing.
+    h.now_ms = 120_000;
+    for id in 1..=3 {
+        h.heartbeat(id);
+    }
+    assert!(h.tick().is_empty());
+}
+
+#[test]
+fn no_balancing_when_auto_leader_rebalance_is_off() {
+    let config = ControllerConfig { seed: 42, auto_leader_rebalance_enable: false, ..Default::default() };
+    let mut h = common::Harness::with_config(config);
+    h.brokers(1..=3, &[]);
+    let t = h.create_manual("t", vec![vec![1, 2, 3]]);
+    h.heartbeat_with(1, true, false);
+    h.heartbeat(1);
+    let p = h.partition(t, 0);
+    assert_eq!(code(&mut h, 3, 2, 1, t, data(p.leader_epoch, p.partition_epoch, &[(2, 1), (3, 2), (1, 0)])), NONE);
+    for now in [300_000, 600_000] {
+        h.now_ms = now;
+        for id in 1..=3 {
+            h.heartbeat(id);
+        }
+        assert!(h.tick().is_empty());
+    }
+    assert_eq!(h.partition(t, 0).leader, 2);
+}

@@ -38,6 +38,8 @@ enum Command {
     /// Check or truncate the partition logs of a stopped broker's data directory.
     #[command(subcommand)]
     Log(log_tool::LogCommand),
+    /// Move partition leadership to the preferred replicas (or elect an unclean leader).
+    ElectLeaders(cli_client::ElectArgs),
     /// Show the controller quorum: the active controller, its epoch, the voters' progress.
     Quorum(cli_client::QuorumArgs),
     /// Run a local multi-node cluster: `up`, `status`, `down`.
@@ -74,6 +76,7 @@ fn main() -> Result<()> {
             Command::Group(cmd) => cli_client::group(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Log(cmd) => log_tool::run(cmd),
+            Command::ElectLeaders(args) => cli_client::elect_leaders(args).await,
             Command::Quorum(args) => cli_client::quorum(args).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
         }

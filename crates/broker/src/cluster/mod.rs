@@ -532,6 +532,11 @@ pub async fn start(broker: &Arc<Broker>) -> Result<Arc<ClusterRuntime>, String> 
         default_replication_factor: config.get_i64("default.replication.factor").unwrap_or(1) as i16,
         unclean_leader_election_enable: config.get_i64("unclean.leader.election.enable").unwrap_or(0) != 0,
         seed: rand_seed(),
+        auto_leader_rebalance_enable: config.get_i64("auto.leader.rebalance.enable").unwrap_or(1) != 0,
+        leader_imbalance_check_interval_ms: config
+            .get_i64("leader.imbalance.check.interval.seconds")
+            .unwrap_or(300)
+            .saturating_mul(1000),
     };
     let listener = tokio::net::TcpListener::bind(settings.controller_listen)
         .await

@@ -16,7 +16,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
-    DescribeQuorumResponse,
+    DescribeQuorumResponse, ElectLeadersRequest, ElectLeadersResponse,
 };
 
 use super::blocking;
@@ -304,6 +304,42 @@ async fn grow_topic(
         .await
         .map(|_| ())
         .map_err(|e| (topic_error_code(&e), e.to_string()))
+}
+
+/// ElectLeaders: a controller operation on a cluster node. A single node leads every
+/// partition alone, so no election is ever needed there.
+pub(crate) async fn elect_leaders(
+    broker: &Arc<Broker>,
+    request: ElectLeadersRequest,
+    version: i16,
+) -> ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+    if let Some(cluster) = broker.cluster() {
+        return super::cluster_admin::elect_leaders(cluster, request, version).await;
+    }
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    let mut response = ElectLeadersResponse::default();
+    // All partitions: those that need no election are left out of the answer.
+    let Some(topics) = request.topic_partitions else { return response };
+    for t in topics {
+        let topic = broker.topics.get(t.topic.0.as_str());
+        let results = t
+            .partitions
+            .iter()
+            .map(|&p| {
+                let exists = topic.as_ref().is_some_and(|topic| p >= 0 && p < topic.partition_count);
+                let code = if exists { ELECTION_NOT_NEEDED } else { ResponseError::UnknownTopicOrPartition.code() };
+                PartitionResult::default()
+                    .with_partition_id(p)
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(&crate::errors::error_name(code))))
+            })
+            .collect();
+        response
+            .replica_election_results
+            .push(ReplicaElectionResult::default().with_topic(t.topic).with_partition_result(results));
+    }
+    response
 }
 
 /// DescribeQuorum: answered by a cluster node; a single node runs no controller quorum.

@@ -14,7 +14,7 @@ use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaS
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
-    DescribeQuorumResponse, TopicName,
+    DescribeQuorumResponse, ElectLeadersRequest, ElectLeadersResponse, TopicName,
 };
 use tern_controller::{CreatableTopic, CreatePartitionsTopic, TopicRef};
 
@@ -278,5 +278,74 @@ pub(crate) async fn describe_quorum(
     response.topics = vec![TopicData::default()
         .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
         .with_partitions(vec![partition])];
+    response
+}
+
+/// ElectLeaders (Kafka's `kafka-leader-election`): a controller operation. The answer waits
+/// (bounded) until this broker's image shows the partitions elected here led by their
+/// preferred replica, so the client's next Metadata to this broker sees the new leaders.
+pub(crate) async fn elect_leaders(
+    cluster: &Arc<ClusterRuntime>,
+    request: ElectLeadersRequest,
+    version: i16,
+) -> ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+    use tern_controller::ElectionType;
+
+    let mut response = ElectLeadersResponse::default();
+    // v0 has no election type: preferred.
+    let election_type = match (version, request.election_type) {
+        (0, _) | (_, 0) => ElectionType::Preferred,
+        (_, 1) => ElectionType::Unclean,
+        (_, other) => {
+            response.error_code = ResponseError::InvalidRequest.code();
+            tracing::warn!(election_type = other, "ElectLeaders refused: unknown election type");
+            return response;
+        }
+    };
+    let partitions = request
+        .topic_partitions
+        .map(|topics| topics.into_iter().map(|t| (t.topic.0.as_str().to_string(), t.partitions)).collect());
+    let results = match cluster.client.elect_leaders(election_type, partitions).await {
+        Ok(results) => results,
+        Err(e) => {
+            let (code, _) = unreachable(e);
+            response.error_code = code;
+            return response;
+        }
+    };
+    let elected: Vec<(String, i32)> = results
+        .iter()
+        .flat_map(|r| r.partitions.iter().filter(|(_, code)| *code == 0).map(|(p, _)| (r.topic.clone(), *p)))
+        .collect();
+    if election_type == ElectionType::Preferred && !elected.is_empty() {
+        cluster
+            .wait_for_image(|image| {
+                elected.iter().all(|(topic, p)| {
+                    image
+                        .topic_by_name(topic)
+                        .and_then(|t| t.partitions.get(p))
+                        .is_none_or(|r| r.has_preferred_leader())
+                })
+            })
+            .await;
+    }
+    response.replica_election_results = results
+        .into_iter()
+        .map(|r| {
+            ReplicaElectionResult::default().with_topic(topic_name(&r.topic)).with_partition_result(
+                r.partitions
+                    .into_iter()
+                    .map(|(p, code)| {
+                        let message = (code != 0).then(|| str_bytes(&crate::errors::error_name(code)));
+                        PartitionResult::default()
+                            .with_partition_id(p)
+                            .with_error_code(code)
+                            .with_error_message(message)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
     response
 }

@@ -52,6 +52,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeQuorum, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -92,6 +93,7 @@ pub(crate) async fn handle(
             ResponseKind::CreatePartitions(admin::create_partitions(broker, r, v, client_id).await)
         }
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(admin::describe_cluster(broker, r)),
+        RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(admin::elect_leaders(broker, r, v).await),
         RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(admin::describe_quorum(broker, r).await),
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(broker, r, v)),
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r).await),

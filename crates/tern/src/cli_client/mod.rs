@@ -6,6 +6,7 @@
 //! `main` exits non-zero.
 
 mod consume;
+mod elect;
 mod group;
 mod produce;
 mod quorum;
@@ -18,6 +19,7 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use consume::{consume, ConsumeArgs};
+pub use elect::{elect_leaders, ElectArgs};
 pub use group::{group, GroupCommand};
 pub use produce::{produce, ProduceArgs};
 pub use quorum::{quorum, QuorumArgs};

@@ -15,7 +15,9 @@ pub struct QuorumArgs {
 pub async fn quorum(args: QuorumArgs) -> Result<()> {
     let bootstrap = &args.connect.bootstrap_server;
     let admin = Admin::new(bootstrap).await.with_context(|| format!("connecting to {bootstrap}"))?;
-    let q = admin.describe_quorum().await.context("DescribeQuorum")?;
+    let q = admin.describe_quorum().await.context(
+        "DescribeQuorum (answered by cluster nodes; a single node without process.roles runs no controller quorum)",
+    )?;
     let leader = if q.leader_id >= 0 { q.leader_id.to_string() } else { "none (an election is under way)".into() };
     let ids: Vec<String> = q.voters.iter().map(|(id, _)| id.to_string()).collect();
     println!("LeaderId:       {leader}");
