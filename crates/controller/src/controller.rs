@@ -70,6 +70,9 @@ pub const MAX_ELECTIONS_PER_IMBALANCE: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BrokerSession {
     last_contact_ms: i64,
+    /// Whether this controller has heard from the broker (a registration or heartbeat), or
+    /// only started its session on becoming active.
+    heard: bool,
     metadata_offset: i64,
     /// Set while the broker is in controlled shutdown: the offset of the last record of its
     /// shutdown. It may stop once every active broker has applied it.
@@ -101,6 +104,7 @@ impl Controller {
             .map(|b| {
                 let session = BrokerSession {
                     last_contact_ms: now_ms,
+                    heard: false,
                     metadata_offset: -1,
                     controlled_shutdown_offset: b.in_controlled_shutdown.then_some(image.offset()),
                 };
@@ -138,8 +142,18 @@ impl Controller {
     ) -> ControllerResult<BrokerRegistrationReply> {
         let mut records = Vec::new();
         let existing = self.image.broker(request.broker_id).cloned();
+        // Another incarnation is refused while the registered one's session lasts (Kafka's
+        // DUPLICATE_BROKER_REGISTRATION), unless that session is only the grace a newly active
+        // controller gives every broker and nothing was heard from it since: after every node
+        // restarted at once, the restarted brokers would otherwise wait out the sessions of their
+        // dead predecessors, and those would all expire in one tick, shrinking ISRs to one
+        // member that may then be the broker that does not come back.
+        let heard = self.sessions.get(&request.broker_id).is_some_and(|s| s.heard);
         if let Some(existing) = &existing {
-            if self.has_valid_session(request.broker_id, now_ms) && existing.incarnation_id != request.incarnation_id {
+            if heard
+                && self.has_valid_session(request.broker_id, now_ms)
+                && existing.incarnation_id != request.incarnation_id
+            {
                 return ControllerResult {
                     records,
                     response: BrokerRegistrationReply { error_code: DUPLICATE_BROKER_REGISTRATION, broker_epoch: -1 },
@@ -165,7 +179,12 @@ impl Controller {
         );
         self.sessions.insert(
             request.broker_id,
-            BrokerSession { last_contact_ms: now_ms, metadata_offset: -1, controlled_shutdown_offset: None },
+            BrokerSession {
+                last_contact_ms: now_ms,
+                heard: true,
+                metadata_offset: -1,
+                controlled_shutdown_offset: None,
+            },
         );
         ControllerResult { records, response: BrokerRegistrationReply { error_code: NONE, broker_epoch } }
     }
@@ -218,6 +237,7 @@ impl Controller {
         let registration = self.image.broker(id).expect("epoch checked").clone();
         let session = *self.sessions.entry(id).or_insert(BrokerSession {
             last_contact_ms: now_ms,
+            heard: true,
             metadata_offset: -1,
             controlled_shutdown_offset: None,
         });
@@ -275,6 +295,7 @@ impl Controller {
             id,
             BrokerSession {
                 last_contact_ms: now_ms,
+                heard: true,
                 metadata_offset: request.current_metadata_offset,
                 controlled_shutdown_offset,
             },

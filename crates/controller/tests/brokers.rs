@@ -274,3 +274,33 @@ fn producer_id_blocks_never_overlap_and_need_the_current_broker_epoch() {
     let rebuilt = MetadataImage::decode_snapshot(&h.image().encode_snapshot()).unwrap();
     assert_eq!(rebuilt.next_producer_id(), 3000);
 }
+
+#[test]
+fn a_new_controller_lets_a_restarted_broker_replace_one_it_never_heard_from() {
+    let mut h = Harness::new();
+    h.brokers([1, 2], &[]);
+    let request = |id, incarnation| BrokerRegistrationRequest {
+        broker_id: id,
+        incarnation_id: Uuid::from_u128(incarnation),
+        listeners: vec![],
+        rack: None,
+    };
+    // Every node restarted at once: a new controller becomes active over the committed image
+    // and gives both registered brokers a session, having heard from neither.
+    let mut controller =
+        Controller::new(ControllerConfig { seed: 7, ..Default::default() }, h.committed.clone(), 50_000);
+    let replaced = controller.register_broker(request(1, 77), 50_100);
+    assert_eq!(replaced.response.error_code, NONE, "broker 1's new incarnation is not held back");
+    assert_eq!(replaced.response.broker_epoch, h.committed.offset() + 1);
+    // Once it has heard from a broker, another incarnation waits out that broker's session.
+    let heartbeat = BrokerHeartbeatRequest {
+        broker_id: 2,
+        broker_epoch: h.committed.broker(2).unwrap().epoch,
+        current_metadata_offset: h.committed.offset(),
+        want_fence: false,
+        want_shutdown: false,
+    };
+    assert_eq!(controller.heartbeat(heartbeat, 50_200).response.error_code, NONE);
+    let refused = controller.register_broker(request(2, 78), 50_300);
+    assert_eq!(refused.response.error_code, DUPLICATE_BROKER_REGISTRATION);
+}
