@@ -196,7 +196,7 @@ class Cluster:
     def kill_leftovers(self):
         """SIGKILL every node still running (teardown, after `down`)."""
         killed = []
-        if not (self.dir / "cluster.properties").exists():
+        if not self.started():
             return killed
         for n in self.node_ids():
             pid = self.pid(n)

@@ -265,15 +265,7 @@ class NetCluster(Cluster):
             raise ClusterError(f"{self}: nodes {slow} did not stop within {STOP_GRACE}s of SIGTERM; SIGKILLed")
 
     def kill_leftovers(self):
-        killed = []
-        for n in self.node_ids():
-            pid = self.pid(n)
-            if pid is not None:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append((n, pid))
-                except ProcessLookupError:
-                    pass
+        killed = super().kill_leftovers()
         for p in getattr(self, "_children", []):
             try:
                 p.wait(10)

@@ -17,6 +17,20 @@ use tern_controller::*;
 use tern_metadata::*;
 use tokio::net::TcpListener;
 
+/// Binds `addr` again once a stopped voter's listener let go of it: its aborted task is dropped
+/// a moment later.
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    let mut listener = TcpListener::bind(addr).await;
+    for _ in 0..100 {
+        if listener.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        listener = TcpListener::bind(addr).await;
+    }
+    listener.unwrap()
+}
+
 struct Voter {
     node: Arc<ControllerNode>,
     server: QuorumServer,
@@ -74,17 +88,8 @@ impl TcpCluster {
 
     /// Restarts a stopped voter from its files, on its old address.
     async fn restart_voter(&mut self, id: NodeId) {
-        let addr = self.addrs[&id];
-        let mut listener = TcpListener::bind(addr).await;
-        // The old listener closes once its aborted task is dropped, which may take a moment.
-        for _ in 0..100 {
-            if listener.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            listener = TcpListener::bind(addr).await;
-        }
-        self.start_voter(id, listener.unwrap()).await;
+        let listener = rebind(self.addrs[&id]).await;
+        self.start_voter(id, listener).await;
     }
 
     /// Waits until every running voter names the same running leader. (A restarted leader
@@ -317,15 +322,7 @@ async fn a_frozen_voter_does_not_stop_the_other_two() {
             };
             let addr = cluster.addrs[&frozen];
             cluster.stop_voter(frozen).await;
-            let mut listener = TcpListener::bind(addr).await;
-            for _ in 0..100 {
-                if listener.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                listener = TcpListener::bind(addr).await;
-            }
-            let hole = black_hole(listener.unwrap());
+            let hole = black_hole(rebind(addr).await);
             for i in 0..5 {
                 cluster.create_topic(&format!("while-frozen-{i}"), 2).await;
                 tokio::time::sleep(Duration::from_millis(300)).await;

@@ -37,6 +37,7 @@ use tern_partition::LeaderAndIsr;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::now_ms;
 use crate::topics::{Partition, ReplicaEvent};
 use crate::Broker;
 
@@ -71,6 +72,11 @@ pub struct ClusterRuntime {
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Serves the quorum for the node's lifetime (dropping it stops serving).
     quorum_server: Mutex<Option<tern_controller::raft::QuorumServer>>,
+    /// When the controller last answered this broker as registered and unfenced (ms); 0
+    /// before that.
+    last_unfenced_ms: AtomicI64,
+    /// `broker.session.timeout.ms`.
+    session_timeout_ms: i64,
 }
 
 impl ClusterRuntime {
@@ -81,6 +87,7 @@ impl ClusterRuntime {
         advertised: (String, u16),
         rack: Option<String>,
         fetcher_config: fetcher::FetcherConfig,
+        session_timeout_ms: i64,
     ) -> (Arc<ClusterRuntime>, mpsc::UnboundedReceiver<ReplicaEvent>) {
         let (events, rx) = mpsc::unbounded_channel();
         let runtime = ClusterRuntime {
@@ -102,6 +109,8 @@ impl ClusterRuntime {
             rack,
             quorum_server: Mutex::new(None),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
+            last_unfenced_ms: AtomicI64::new(0),
+            session_timeout_ms,
         };
         (Arc::new(runtime), rx)
     }
@@ -170,6 +179,14 @@ impl ClusterRuntime {
     /// The controller quorum's leader, if known (DescribeCluster's and Metadata's controller).
     pub fn controller_leader(&self) -> Option<i32> {
         self.controller.leader().map(|id| id as i32)
+    }
+
+    /// Whether the controller answered this broker as unfenced within the last
+    /// `broker.session.timeout.ms`. Past that it may have been fenced without knowing (frozen,
+    /// cut off): what it holds in memory as a coordinator may be stale, so it answers as one
+    /// only once a heartbeat goes through again.
+    pub(crate) fn in_session(&self) -> bool {
+        now_ms() - self.last_unfenced_ms.load(Ordering::Acquire) <= self.session_timeout_ms
     }
 
     /// The `controller_id` of Metadata and DescribeCluster. As in Kafka's KRaft mode, clients
@@ -241,6 +258,9 @@ impl ClusterRuntime {
                 let request = self.heartbeat_request(false);
                 match self.client.heartbeat(request).await {
                     Ok(reply) if reply.error_code == 0 => {
+                        if !reply.is_fenced {
+                            self.last_unfenced_ms.store(now_ms(), Ordering::Release);
+                        }
                         if fenced != reply.is_fenced {
                             fenced = reply.is_fenced;
                             tracing::info!(fenced, "broker state changed at the controller");
@@ -556,8 +576,15 @@ pub async fn start(broker: &Arc<Broker>) -> Result<Arc<ClusterRuntime>, String> 
         backoff_ms: config.get_i64("replica.fetch.backoff.ms").unwrap_or(1000) as u64,
     };
     let advertised = (config.advertised_host.clone(), config.advertised_port as u16);
-    let (runtime, events) =
-        ClusterRuntime::new(node_id, node, voters, advertised, settings.rack.clone(), fetcher_config);
+    let (runtime, events) = ClusterRuntime::new(
+        node_id,
+        node,
+        voters,
+        advertised,
+        settings.rack.clone(),
+        fetcher_config,
+        config.get_i64("broker.session.timeout.ms").unwrap_or(9000),
+    );
     *runtime.quorum_server.lock().unwrap_or_else(|e| e.into_inner()) = Some(quorum_server);
     broker.set_cluster(runtime.clone());
     let heartbeat_every = Duration::from_millis(config.get_i64("broker.heartbeat.interval.ms").unwrap_or(2000) as u64);

@@ -465,6 +465,12 @@ fn fetch_one(
         let topics = legacy_group_error(topics.unwrap_or_default(), GONE);
         return group::OffsetFetchResponse { error_code: GONE, topics };
     }
+    // A cluster node out of touch with the controller for a session (frozen, cut off) may no
+    // longer be the coordinator: its cached offsets may be older than commits the new one took.
+    if broker.cluster().is_some_and(|c| !c.in_session()) {
+        let topics = legacy_group_error(topics.unwrap_or_default(), errors::NOT_COORDINATOR);
+        return group::OffsetFetchResponse { error_code: errors::NOT_COORDINATOR, topics };
+    }
     let req = group::OffsetFetchRequest { group_id, topics, require_stable };
     broker.groups.query(|c, _| c.offset_fetch(&req))
 }
