@@ -4,20 +4,20 @@ cut one node off the network (a partition) and heal it again.
 Layout, all made by the harness and removed at teardown (names carry the pytest pid, so two
 runs on one machine do not meet; namespaces left by a dead run are removed at the next start):
 
-    root namespace (pytest, the clients)  tn<pid>c  10.213.S.1/24 ──┐
-    namespace tn<pid>hub:  bridge br0  ◄── tn<pid>cp ◄──────────────┘
-                                       ◄── tn<pid>h1 ── eth0 10.213.S.11  namespace tn<pid>n1: node 1
-                                       ◄── tn<pid>h2 ── eth0 10.213.S.12  namespace tn<pid>n2: node 2
-                                       ◄── tn<pid>h3 ── eth0 10.213.S.13  namespace tn<pid>n3: node 3
+    root namespace (pytest, the clients)  tn<pid>x<k>c  10.213.S.1/24 ──┐
+    namespace tn<pid>x<k>hub:  bridge br0  ◄── tn<pid>x<k>cp ◄──────────────┘
+                                       ◄── tn<pid>x<k>h1 ── eth0 10.213.S.11  namespace tn<pid>x<k>n1: node 1
+                                       ◄── tn<pid>x<k>h2 ── eth0 10.213.S.12  namespace tn<pid>x<k>n2: node 2
+                                       ◄── tn<pid>x<k>h3 ── eth0 10.213.S.13  namespace tn<pid>x<k>n3: node 3
 
-`isolate(node)` sets the node's bridge port (tn<pid>hN) down: its packets go nowhere and nothing
+`isolate(node)` sets the node's bridge port (tn<pid>x<k>hN) down: its packets go nowhere and nothing
 reaches it, from the clients or the other nodes, while its process and open sockets live on, as in
 a switch failure. `heal(node)` sets the port up again.
 
 Each node is a combined broker and controller started as an operator would without `tern cluster`:
 its own server.properties (`listeners=PLAINTEXT://10.213.S.1N:9092,CONTROLLER://10.213.S.1N:9093`,
 every voter in `controller.quorum.voters`) and a `meta.properties` naming the one cluster id, run
-as `ip netns exec tn<pid>nN tern serve --config ...` (ip execs tern: the pid is tern's). The rest
+as `ip netns exec tn<pid>x<k>nN tern serve --config ...` (ip execs tern: the pid is tern's). The rest
 of `Cluster` (signals, pid checks, metadata polls, log tails) works unchanged.
 
 Needs root with CAP_NET_ADMIN (as CI and this project's machines run); without it the cluster
@@ -55,7 +55,7 @@ def remove_stale_namespaces():
     r = ip("netns", "list", check=False)
     for line in r.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = re.match(r"tn(\d+)(hub|n\d+)$", name)
+        m = re.match(r"tn(\d+)x\d+(hub|n\d+)$", name)
         if m and not Path(f"/proc/{m.group(1)}").exists():
             for pid in ip("netns", "pids", name, check=False).stdout.split():
                 try:
@@ -68,11 +68,15 @@ def remove_stale_namespaces():
 class Network:
     """The namespaces, bridge and veths of one `NetCluster` (see the module doc)."""
 
+    count = 0  # networks made by this process: each cluster gets its own names and subnet
+
     def __init__(self, nodes):
-        self.tag = f"tn{os.getpid()}"
+        Network.count += 1
+        # A new tag and /24 per cluster (away from the usual 10.0/10.1 ranges): clients an
+        # earlier test left behind cannot reach a later test's nodes at the same addresses.
+        self.tag = f"tn{os.getpid()}x{Network.count}"
         self.nodes = nodes
-        # One /24 per pytest process, away from the usual 10.0/10.1 ranges.
-        self.subnet = f"10.213.{os.getpid() % 250 + 1}"
+        self.subnet = f"10.213.{(os.getpid() + 37 * Network.count) % 250 + 1}"
         self.hub = f"{self.tag}hub"
         self.made = False
 
@@ -227,7 +231,7 @@ class NetCluster(Cluster):
                 try:
                     md = self.admin().list_topics(timeout=5)
                     last = sorted(md.brokers)
-                    if running <= set(md.brokers):
+                    if running <= set(md.brokers) and self.controller_leader() in self.node_ids():
                         return
                 except Exception as e:  # noqa: BLE001 - still starting
                     last = repr(e)

@@ -22,6 +22,10 @@ def create_replicated_topic(cluster, topic, partitions=3, rf=3, min_isr=2):
     try:
         fut.result(timeout=REQ_TIMEOUT + 5)
     except KafkaException as e:
+        # A create whose answer was lost (the quorum electing, a broker restarting) may have
+        # been committed, and the client's retry then finds it: the shape is checked below.
+        if e.args[0].name() == "TOPIC_ALREADY_EXISTS":
+            return cluster.wait_partitions(topic, partitions, isr=rf, timeout=60, what=f"after creating {topic}")
         raise AssertionError(f"CreateTopics {topic} ({partitions} partitions, RF {rf}, min.insync.replicas "
                              f"{min_isr}) failed: {e}") from None
     return cluster.wait_partitions(topic, partitions, isr=rf, timeout=60, what=f"after creating {topic}")
