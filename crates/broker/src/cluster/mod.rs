@@ -546,8 +546,9 @@ pub async fn start(broker: &Arc<Broker>) -> Result<Arc<ClusterRuntime>, String> 
         ));
     }
     let config = &broker.config;
+    let session_timeout_ms = config.get_i64("broker.session.timeout.ms").unwrap_or(9000);
     let controller_config = tern_controller::ControllerConfig {
-        broker_session_timeout_ms: config.get_i64("broker.session.timeout.ms").unwrap_or(9000),
+        broker_session_timeout_ms: session_timeout_ms,
         num_partitions: config.num_partitions(),
         default_replication_factor: config.get_i64("default.replication.factor").unwrap_or(1) as i16,
         unclean_leader_election_enable: config.get_i64("unclean.leader.election.enable").unwrap_or(0) != 0,
@@ -583,7 +584,7 @@ pub async fn start(broker: &Arc<Broker>) -> Result<Arc<ClusterRuntime>, String> 
         advertised,
         settings.rack.clone(),
         fetcher_config,
-        config.get_i64("broker.session.timeout.ms").unwrap_or(9000),
+        session_timeout_ms,
     );
     *runtime.quorum_server.lock().unwrap_or_else(|e| e.into_inner()) = Some(quorum_server);
     broker.set_cluster(runtime.clone());

@@ -317,7 +317,7 @@ pub(crate) async fn elect_leaders(
     if let Some(cluster) = broker.cluster() {
         return super::cluster_admin::elect_leaders(cluster, request, version).await;
     }
-    const ELECTION_NOT_NEEDED: i16 = 84;
+    use tern_controller::errors::ELECTION_NOT_NEEDED;
     let mut response = ElectLeadersResponse::default();
     // All partitions: those that need no election are left out of the answer.
     let Some(topics) = request.topic_partitions else { return response };

@@ -6,7 +6,7 @@ use tern_client::Admin;
 use super::ConnectArgs;
 
 /// ELECTION_NOT_NEEDED: the partition already has the leader the election would choose.
-const ELECTION_NOT_NEEDED: i16 = 84;
+const ELECTION_NOT_NEEDED: i16 = tern_client::ResponseError::ElectionNotNeeded.code();
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElectionType {
